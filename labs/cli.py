@@ -1,0 +1,108 @@
+"""The `meshlab` command: start and stop embedded clusters, and open the course in JupyterLab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from labs.cluster import ClusterError, EmbeddedCluster
+
+COURSE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
+    return EmbeddedCluster(args.name or os.environ.get("MESHLAB_CLUSTER"),
+                           args.state_dir or os.environ.get("MESHLAB_STATE_DIR"))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    print(_cluster(args).up())
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    stopped = cluster.down()
+    print(f"cluster {cluster.name} {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    if not cluster.kubeconfig.exists():
+        print(f"cluster {cluster.name} has no kubeconfig yet: run `meshlab up --name "
+              f"{cluster.name}`", file=sys.stderr)
+        return 1
+    print(cluster.kubeconfig)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _cluster(args).status()
+    if args.output == "json":
+        print(json.dumps({"name": status.name, "running": status.running, "pid": status.pid,
+                          "port": status.port, "kubeconfig": str(status.kubeconfig),
+                          "stateDir": str(status.state_dir)}))
+    elif status.running:
+        print(f"cluster {status.name}: running (pid {status.pid}, API on 127.0.0.1:"
+              f"{status.port})\nkubeconfig: {status.kubeconfig}")
+    else:
+        print(f"cluster {status.name}: not running (start it with `meshlab up --name "
+              f"{status.name}`)")
+    return 0 if status.running else 3
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    kubeconfig = cluster.up()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MESHLAB_CLUSTER": cluster.name,
+           "MESHLAB_STATE_DIR": str(cluster.paths.root)}
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={COURSE_ROOT}",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}"]
+    if args.no_browser:
+        command.append("--no-browser")
+    print(f"cluster {cluster.name} is up (KUBECONFIG={kubeconfig}); starting JupyterLab",
+          flush=True)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached: execve replaces this process
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--name", help="cluster name (default: $MESHLAB_CLUSTER or 'meshlab')")
+        p.add_argument("--state-dir", help="where clusters keep their state "
+                       "(default: $MESHLAB_STATE_DIR or ~/.meshlab)")
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "start an embedded cluster in the background and print its kubeconfig "
+        "path (does nothing if it is running)")
+    add("down", cmd_down, "stop an embedded cluster and its pods; its objects stay on disk")
+    add("kubeconfig", cmd_kubeconfig, "print the path of a cluster's kubeconfig")
+    status = add("status", cmd_status, "say whether a cluster runs, and where")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    lab = add("lab", cmd_lab, "start the cluster and open the course in JupyterLab")
+    lab.add_argument("--no-browser", action="store_true",
+                     help="do not open a browser (servers, containers, CI)")
+    lab.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ClusterError as exc:
+        print(f"meshlab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

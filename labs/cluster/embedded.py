@@ -1,0 +1,148 @@
+"""Start, stop and inspect embedded clusters (the daemon runs in its own process group)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from labs.embedded.paths import ClusterPaths
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+class ClusterError(RuntimeError):
+    """Starting or stopping a cluster failed; the message says why and what to do."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _healthy(port: int, ca_file: Path) -> bool:
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file))
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=1,
+                                    context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    running: bool
+    pid: int | None
+    port: int | None
+    kubeconfig: Path
+    state_dir: Path
+
+
+class EmbeddedCluster:
+    """A named embedded cluster under a state root; cheap to create, starts nothing by itself."""
+
+    def __init__(self, name: str | None = None, state_root: Path | str | None = None) -> None:
+        try:
+            self.paths = ClusterPaths.of(name, state_root)
+        except ValueError as exc:
+            raise ClusterError(str(exc)) from None
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.paths.kubeconfig
+
+    def status(self) -> Status:
+        endpoint = self.paths.read_endpoint()
+        running = bool(endpoint and _pid_alive(endpoint["pid"])
+                       and _healthy(endpoint["port"], self.paths.ca_cert))
+        return Status(self.name, running, endpoint["pid"] if endpoint and running else None,
+                      endpoint["port"] if endpoint and running else None, self.paths.kubeconfig,
+                      self.paths.dir)
+
+    def up(self, timeout: float = START_TIMEOUT_S) -> Path:
+        """Start the daemon unless it runs already; returns the kubeconfig path."""
+        if self.status().running:
+            return self.paths.kubeconfig
+        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        stale = self.paths.read_endpoint()
+        if stale and not _pid_alive(stale["pid"]):
+            self.paths.endpoint.unlink(missing_ok=True)  # left by a daemon that was killed
+        with open(self.paths.log, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "labs.embedded.daemon", "--name", self.name,
+                 "--state-dir", str(self.paths.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.paths.dir,
+                env={**os.environ, "PYTHONPATH": _package_root()},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            endpoint = self.paths.read_endpoint()
+            if (endpoint and endpoint["pid"] == process.pid
+                    and _healthy(endpoint["port"], self.paths.ca_cert)):
+                return self.paths.kubeconfig
+            code = process.poll()
+            if code is not None:
+                if code == 3 and self.status().running:  # another `up` won the race
+                    return self.paths.kubeconfig
+                raise ClusterError(
+                    f"the embedded cluster {self.name!r} stopped while starting (exit {code}); "
+                    f"its log is {self.paths.log}:\n{_tail(self.paths.log)}")
+            time.sleep(0.02)
+        process.terminate()
+        raise ClusterError(f"the embedded cluster {self.name!r} did not become ready within "
+                           f"{timeout:.0f}s; see {self.paths.log}")
+
+    def down(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the daemon and its pods; True if one was running. State stays on disk."""
+        endpoint = self.paths.read_endpoint()
+        if not endpoint or not _pid_alive(endpoint["pid"]):
+            self.paths.endpoint.unlink(missing_ok=True)
+            return False
+        pid = endpoint["pid"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid) or _is_zombie(pid):
+                return True
+            time.sleep(0.05)
+        os.killpg(pid, signal.SIGKILL)
+        return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _package_root() -> str:
+    """The directory holding the `labs` package, so the daemon imports the same code."""
+    return str(Path(__file__).resolve().parents[2])

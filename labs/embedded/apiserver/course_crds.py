@@ -1,0 +1,44 @@
+"""The course's built-in CustomResourceDefinitions (Istio, ...), loaded from package data.
+
+The manifests are upstream CRDs with descriptions stripped (see crds/README.md); the API server
+registers them at start-up so `kubectl get vs` and schema validation work like on a real cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+_PACKAGE = "labs.embedded.apiserver"
+_FOLDER = "crds"
+
+
+@cache
+def _load() -> tuple[dict[str, Any], ...]:
+    crds: list[dict[str, Any]] = []
+    folder = resources.files(_PACKAGE).joinpath(_FOLDER)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        for doc in yaml.safe_load_all(entry.read_text(encoding="utf-8")):
+            if not doc:
+                continue
+            if doc.get("kind") != "CustomResourceDefinition":
+                raise ValueError(
+                    f"{entry.name}: expected only CustomResourceDefinition documents, "
+                    f"found kind {doc.get('kind')!r}; remove it from the crds/ folder"
+                )
+            crds.append(doc)
+    return tuple(crds)
+
+
+def course_crds() -> list[dict[str, Any]]:
+    """Every built-in CRD, as fresh dicts the caller may change (the parsed files are cached).
+
+    YAML anchors in the files share sub-schemas; the deep copy also un-shares them.
+    """
+    return copy.deepcopy(list(_load()))

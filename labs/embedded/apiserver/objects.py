@@ -1,0 +1,98 @@
+"""Small helpers on Kubernetes object dicts shared by the API server, controllers and runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import string
+import uuid
+from typing import Any
+
+Obj = dict[str, Any]
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the real generator's alphabet: no vowels
+
+
+def now() -> str:
+    """RFC 3339 UTC to the second, as metav1.Time serialises."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    """RFC 3339 UTC with microseconds, as metav1.MicroTime serialises."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(length))
+
+
+def random_token(length: int = 32) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+
+def meta(obj: Obj) -> Obj:
+    return obj.setdefault("metadata", {})
+
+
+def name_of(obj: Obj) -> str:
+    return obj.get("metadata", {}).get("name", "")
+
+
+def namespace_of(obj: Obj) -> str:
+    return obj.get("metadata", {}).get("namespace", "")
+
+
+def uid_of(obj: Obj) -> str:
+    return obj.get("metadata", {}).get("uid", "")
+
+
+def labels_of(obj: Obj) -> dict[str, str]:
+    return obj.get("metadata", {}).get("labels") or {}
+
+
+def owner_reference(owner: Obj, controller: bool = True) -> Obj:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": name_of(owner),
+        "uid": uid_of(owner),
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def controller_uid(obj: Obj) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def set_condition(status: Obj, ctype: str, value: bool, reason: str, message: str = "") -> bool:
+    """Set a status condition; returns True when something changed. Transition time moves only
+    when the status flips, as the real controllers do."""
+    conditions = status.setdefault("conditions", [])
+    wanted = "True" if value else "False"
+    for cond in conditions:
+        if cond.get("type") == ctype:
+            changed = (cond.get("status"), cond.get("reason"), cond.get("message")) != (
+                wanted, reason, message)
+            if cond.get("status") != wanted:
+                cond["lastTransitionTime"] = now()
+            cond.update(status=wanted, reason=reason, message=message)
+            return changed
+    conditions.append({"type": ctype, "status": wanted, "reason": reason, "message": message,
+                       "lastTransitionTime": now()})
+    return True

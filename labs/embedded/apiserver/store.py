@@ -1,0 +1,173 @@
+"""Object storage: every object in memory, every change written through to SQLite.
+
+SQLite in WAL mode gives atomic, crash-safe writes: after `kill -9` the daemon reopens the file and
+finds every committed object. One global resourceVersion orders all changes, as in etcd; a bounded
+history of recent events lets watches resume from a resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ResourceKey = str  # "<group>/<plural>", e.g. "apps/deployments" or "/pods" for the core group
+HISTORY_LENGTH = 20_000
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change to one object; `object` is the object after the change (before, for DELETED)."""
+
+    type: str  # ADDED | MODIFIED | DELETED
+    key: ResourceKey
+    object: dict[str, Any]
+    rv: int
+
+    @property
+    def namespace(self) -> str:
+        return self.object["metadata"].get("namespace", "")
+
+
+class Subscription:
+    """A queue of events for one watcher; closed by the store's owner when the watch ends."""
+
+    def __init__(self, store: Store, key: ResourceKey | None) -> None:
+        self._store = store
+        self.key = key
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def close(self) -> None:
+        self._store._subscriptions.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Store:
+    """Objects keyed by resource, namespace and name."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._objects: dict[ResourceKey, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._history: deque[Event] = deque(maxlen=HISTORY_LENGTH)
+        self._subscriptions: set[Subscription] = set()
+        self.rv = 0
+        self._floor = 0
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._open(path)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS objects (k TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER)")
+        row = db.execute("SELECT value FROM meta WHERE name='rv'").fetchone()
+        self.rv = int(row[0]) if row else 0
+        self._floor = self.rv
+        for k, body in db.execute("SELECT k, body FROM objects"):
+            key, _, rest = k.partition("|")
+            namespace, _, name = rest.partition("|")
+            self._objects.setdefault(key, {})[(namespace, name)] = json.loads(body)
+        self._db = db
+
+    def _write(self, key: ResourceKey, namespace: str, name: str, obj: dict | None) -> None:
+        if self._db is None:
+            return
+        k = f"{key}|{namespace}|{name}"
+        with self._db:  # one transaction: the object and the counter move together
+            self._db.execute("BEGIN")
+            if obj is None:
+                self._db.execute("DELETE FROM objects WHERE k=?", (k,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO objects (k, body) VALUES (?, ?)",
+                    (k, json.dumps(obj, separators=(",", ":"))),
+                )
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('rv', ?)",
+                             (self.rv,))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self._objects.get(key, {}).get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, key: ResourceKey, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Objects of one resource, sorted by namespace and name like etcd's key order."""
+        objects = self._objects.get(key, {})
+        keys = sorted(k for k in objects if namespace is None or k[0] == namespace)
+        return [copy.deepcopy(objects[k]) for k in keys]
+
+    def resource_keys(self) -> Iterator[ResourceKey]:
+        return iter(list(self._objects))
+
+    def count(self, key: ResourceKey, namespace: str | None = None) -> int:
+        objects = self._objects.get(key, {})
+        return sum(1 for k in objects if namespace is None or k[0] == namespace)
+
+    # -- writes ------------------------------------------------------------------------------
+    def put(self, key: ResourceKey, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store `obj` (created or replaced), stamping the next resourceVersion."""
+        meta = obj["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        existed = (namespace, name) in self._objects.get(key, {})
+        self.rv += 1
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = str(self.rv)
+        self._write(key, namespace, name, stored)
+        self._objects.setdefault(key, {})[(namespace, name)] = stored
+        self._publish(Event("MODIFIED" if existed else "ADDED", key, stored, self.rv))
+        return copy.deepcopy(stored)
+
+    def remove(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any] | None:
+        stored = self._objects.get(key, {}).pop((namespace, name), None)
+        if stored is None:
+            return None
+        self.rv += 1
+        stored["metadata"]["resourceVersion"] = str(self.rv)
+        self._write(key, namespace, name, None)
+        self._publish(Event("DELETED", key, stored, self.rv))
+        return copy.deepcopy(stored)
+
+    def drop_resource(self, key: ResourceKey) -> None:
+        """Forget every object of a resource (its CRD was deleted)."""
+        for namespace, name in list(self._objects.get(key, {})):
+            self.remove(key, namespace, name)
+        self._objects.pop(key, None)
+
+    # -- events ------------------------------------------------------------------------------
+    def _publish(self, event: Event) -> None:
+        self._history.append(event)
+        for sub in list(self._subscriptions):
+            if sub.key is None or sub.key == event.key:
+                sub.queue.put_nowait(event)
+
+    def subscribe(self, key: ResourceKey | None) -> Subscription:
+        """Events from now on, for one resource or (None) for all."""
+        sub = Subscription(self, key)
+        self._subscriptions.add(sub)
+        return sub
+
+    def history_since(self, key: ResourceKey, rv: int) -> list[Event] | None:
+        """Events after `rv` for `key`, or None when events after `rv` are no longer kept."""
+        floor = self._history[0].rv - 1 if len(self._history) == HISTORY_LENGTH else self._floor
+        if rv < floor:
+            return None
+        return [e for e in self._history if e.rv > rv and e.key == key]

@@ -1,0 +1,186 @@
+"""One embedded cluster: API server, controllers and runtime in one asyncio process.
+
+Started in the background by `meshlab up`; `python -m labs.embedded.daemon --name N --state-dir D`.
+It writes `endpoint.json` only once it serves requests, so a client that sees the file can connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+
+import yaml
+from aiohttp import web
+
+from labs.embedded import controllers
+from labs.embedded.apiserver.api import ObjectApi
+from labs.embedded.apiserver.course_crds import course_crds
+from labs.embedded.apiserver.errors import ApiError
+from labs.embedded.apiserver.objects import random_token
+from labs.embedded.apiserver.resources import ResourceRegistry
+from labs.embedded.apiserver.server import ApiServer
+from labs.embedded.apiserver.store import Store
+from labs.embedded.paths import ClusterPaths, write_private
+from labs.embedded.pki import server_context, serving_files
+from labs.embedded.runtime import PodRuntime
+
+log = logging.getLogger("meshlab.daemon")
+
+
+def kubeconfig_text(name: str, port: int, token: str, ca_pem: bytes) -> str:
+    cluster = {"server": f"https://127.0.0.1:{port}",
+               "certificate-authority-data": base64.b64encode(ca_pem).decode()}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": f"{name}-admin", "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin",
+                                                "namespace": "default"}}],
+        "current-context": name,
+        "preferences": {},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _existing_token(paths: ClusterPaths) -> str | None:
+    try:
+        config = yaml.safe_load(paths.kubeconfig.read_text())
+        return str(config["users"][0]["user"]["token"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(paths: ClusterPaths) -> int:
+    """Keep the port of the previous run when free, so existing kubeconfigs keep working."""
+    try:
+        config = yaml.safe_load(paths.kubeconfig.read_text())
+        previous = int(config["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1])
+        if _port_is_free(previous):
+            return previous
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        pass
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def install_course_crds(api: ObjectApi) -> None:
+    """Create the course's CRDs, or bring them up to date with the packaged versions."""
+    rt = api.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    assert rt is not None
+    for crd in course_crds():
+        name = crd["metadata"]["name"]
+        existing = api.find(rt, "", name)
+        if existing is None:
+            api.create(rt, "", crd)
+        elif existing.get("spec") != crd.get("spec"):
+            crd["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            api.update(rt, "", name, crd)
+
+
+class Daemon:
+    def __init__(self, paths: ClusterPaths) -> None:
+        self.paths = paths
+        self.stop_requested = asyncio.Event()
+
+    async def serve(self) -> None:
+        paths = self.paths
+        token = _existing_token(paths) or random_token()
+        port = choose_port(paths)
+        store = Store(paths.database)
+        api = ObjectApi(store, ResourceRegistry())
+        install_course_crds(api)
+        await controllers.bootstrap(api)
+        runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane")
+        server = ApiServer(api, token, pod_io=runtime)
+        server.address = f"127.0.0.1:{port}"
+        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        tls = serving_files(paths.dir, paths.name)
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True,
+                           ssl_context=server_context(tls))
+        await site.start()
+        write_private(paths.kubeconfig,
+                      kubeconfig_text(paths.name, port, token, tls.ca_cert.read_bytes()))
+        tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
+                 for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
+        tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
+        write_private(paths.endpoint, json.dumps({"pid": os.getpid(), "port": port}))
+        log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)
+        try:
+            done_waiter = asyncio.create_task(self.stop_requested.wait())
+            finished, _ = await asyncio.wait([done_waiter, *tasks],
+                                             return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                if task is not done_waiter and task.exception() is not None:
+                    log.error("%s stopped: %r", task.get_name(), task.exception())
+        finally:
+            log.info("stopping cluster %s", paths.name)
+            with contextlib.suppress(OSError):
+                paths.endpoint.unlink()
+            server.stopping.set()
+            await runtime.shutdown()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
+            store.close()
+
+
+def _hold_lock(paths: ClusterPaths) -> int:
+    """One daemon per cluster: a second one exits at once instead of corrupting state."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"cluster {paths.name} is already running (lock {paths.lock})", file=sys.stderr)
+        raise SystemExit(3) from None
+    return fd
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--state-dir", default=None)
+    args = parser.parse_args(argv)
+    paths = ClusterPaths.of(args.name, args.state_dir)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _hold_lock(paths)
+    daemon = Daemon(paths)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop_requested.set)
+        await daemon.serve()
+
+    try:
+        asyncio.run(run())
+    except ApiError as err:  # e.g. a packaged CRD the server rejects: a bug worth a clear line
+        print(f"meshlab daemon could not start: {err.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
