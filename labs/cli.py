@@ -64,6 +64,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}"]
     if args.no_browser:
         command.append("--no-browser")
+    if os.geteuid() == 0:  # containers and JupyterHub pods often run as root
+        command.append("--allow-root")
     print(f"cluster {cluster.name} is up (KUBECONFIG={kubeconfig}); starting JupyterLab",
           flush=True)
     os.execve(sys.executable, command, env)

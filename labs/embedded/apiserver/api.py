@@ -168,15 +168,20 @@ class ObjectApi:
         dry_run: bool = False,
         field_validation: str = "Strict",
         manager: str | None = None,
+        validate: bool = True,
     ) -> Result:
-        """Create `obj`; `manager` (the client's fieldManager) is recorded in managedFields."""
+        """Create `obj`; `manager` (the client's fieldManager) is recorded in managedFields.
+
+        `validate=False` skips the schema check, for objects the cluster itself ships (its
+        namespaces, node, course CRDs), so starting a cluster needs no schema.
+        """
         obj = self._check_body(rt, obj)
         meta = obj["metadata"]
         namespace = self._namespace_for(rt, namespace, meta)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{random_suffix()}"
         name = meta.get("name", "")
-        warnings = self._validate(rt, obj, field_validation)
+        warnings = self._validate(rt, obj, field_validation) if validate else []
         meta = obj["metadata"]  # pruning of unknown fields may have replaced it
         self._validate_name(rt, name)
         if rt.namespaced:
@@ -307,6 +312,7 @@ class ObjectApi:
         dry_run: bool = False,
         field_validation: str = "Strict",
         manager: str | None = None,
+        validate: bool = True,
     ) -> Result:
         namespace = namespace if rt.namespaced else ""
         obj = self._check_body(rt, obj)
@@ -324,12 +330,13 @@ class ObjectApi:
                 raise not_found(rt.plural, name, rt.group)
             # PUT on a missing object creates it, as kube-apiserver allows for most kinds.
             return self.create(rt, namespace, obj, dry_run=dry_run,
-                               field_validation=field_validation, manager=manager)
+                               field_validation=field_validation, manager=manager,
+                               validate=validate)
         sent_rv = meta.get("resourceVersion")
         if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
             raise conflict(rt.plural, name, "the object has been modified; please apply your "
                            "changes to the latest version and try again", rt.group)
-        warnings = self._validate(rt, obj, field_validation)
+        warnings = self._validate(rt, obj, field_validation) if validate else []
         new = self._merge_update(rt, old, obj, subresource)
         if manager:
             new = patch.track_update(old, new, manager, rt.api_version, rt.kind,
@@ -554,9 +561,17 @@ class ObjectApi:
         """Kind-specific checks and allocations a real API server does on write."""
         if rt.key == "/services":
             spec = obj.setdefault("spec", {})
-            if old is None and spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
-                spec["clusterIP"] = self._cluster_ips.allocate()
-                spec["clusterIPs"] = [spec["clusterIP"]]
+            if old is None and spec.get("type") != "ExternalName":
+                if spec.get("clusterIP") in (None, ""):
+                    spec["clusterIP"] = self._cluster_ips.allocate()
+                    spec["clusterIPs"] = [spec["clusterIP"]]
+                # "None" is a headless service: no address to claim
+                elif spec["clusterIP"] != "None" and not self._cluster_ips.reserve(
+                        spec["clusterIP"]):
+                    raise invalid(rt.kind, obj["metadata"]["name"], [FieldCause(
+                        "spec.clusterIPs", "FieldValueInvalid",
+                        f'Invalid value: ["{spec["clusterIP"]}"]: failed to allocate IP '
+                        f'{spec["clusterIP"]}: provided IP is already allocated')])
         if rt.key == "apiextensions.k8s.io/customresourcedefinitions":
             crd_types.check_crd(obj)
 

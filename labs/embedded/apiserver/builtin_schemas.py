@@ -25,7 +25,7 @@ import re
 import typing
 from typing import Any
 
-from kubernetes.client import models
+from .client_models import kubernetes_models
 
 Schema = dict[str, Any]
 
@@ -162,7 +162,7 @@ class _Builder:
             self.recursive.add(definition)
             return {"$ref": f"#/definitions/{definition}"}
         self.in_progress.add(key)
-        cls = getattr(models, name)
+        cls = getattr(kubernetes_models(), name)
         properties: dict[str, Schema] = {}
         required_names: list[str] = []
         for attr, type_name in cls.openapi_types.items():
@@ -185,7 +185,7 @@ class _Builder:
     def attribute(self, model: str, attr: str, type_name: str, *, required: bool) -> Schema:
         if (model, attr) in QUANTITIES:
             return self._shape(type_name, lambda _: _QUANTITY, required=required)
-        if type_name == "object" and _is_int_or_string(getattr(models, model), attr):
+        if type_name == "object" and _is_int_or_string(getattr(kubernetes_models(), model), attr):
             return _INT_OR_STRING
         schema = self.type(type_name, required=required)
         enum = ENUMS.get((model, attr))

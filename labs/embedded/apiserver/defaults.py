@@ -131,5 +131,12 @@ class ClusterIPAllocator:
                 return candidate
         raise RuntimeError("the embedded cluster ran out of Service cluster IPs")
 
+    def reserve(self, ip: str) -> bool:
+        """Claim an address a Service asked for; False if another Service has it."""
+        if ip in self._used:
+            return False
+        self._used.add(ip)
+        return True
+
     def release(self, ip: str) -> None:
         self._used.discard(ip)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-from kubernetes.client import models
+from .client_models import kubernetes_models
 
 # (model class, JSON field) -> (patch strategies, merge key or None). Lists of primitives with
 # strategy "merge" and no key are merged as sets (metadata.finalizers, spec.podCIDRs).
@@ -169,14 +169,14 @@ def _parse(type_name: str) -> TypeRef:
         return TypeRef(container, item=_parse(match.group(2)))
     if type_name in _SCALARS:
         return TypeRef("scalar")
-    if hasattr(models, type_name):
+    if hasattr(kubernetes_models(), type_name):
         return TypeRef("struct", type_name)
     return ANY  # "object": free-form JSON (RawExtension, JSONSchemaProps.default, ...)
 
 
 @cache
 def _struct_fields(model: str) -> dict[str, str]:
-    cls = getattr(models, model)
+    cls = getattr(kubernetes_models(), model)
     return {cls.attribute_map[attr]: type_name for attr, type_name in cls.openapi_types.items()}
 
 

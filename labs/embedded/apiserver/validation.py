@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -29,10 +30,16 @@ from typing import Any
 from .builtin_schemas import object_meta_schema
 from .errors import ApiError, FieldCause, bad_request
 
-try:  # CEL is optional: without it rules are listed as not evaluated.
-    import celpy
-except ImportError:  # pragma: no cover - exercised only where cel-python is missing
-    celpy = None
+
+@functools.cache
+def _celpy() -> Any:
+    """cel-python, imported on first use (0.1 s off the daemon's start); None if missing, and
+    then rules are listed as not evaluated."""
+    try:
+        import celpy
+    except ImportError:  # pragma: no cover - exercised only where cel-python is missing
+        return None
+    return celpy
 
 
 @dataclass(frozen=True)
@@ -520,7 +527,7 @@ class _Rule:
 
     def compile(self) -> Any:
         if self.program is None and self.skipped is None:
-            if celpy is None:
+            if _celpy() is None:
                 self.skipped = "cel-python is not installed"
             else:
                 self.program = _cel_program(self.rule)
@@ -534,7 +541,7 @@ _CEL_PROGRAMS: dict[str, Any] = {}
 
 def _cel_program(source: str) -> Any:
     if source not in _CEL_PROGRAMS:
-        env = celpy.Environment()
+        env = _celpy().Environment()
         try:
             _CEL_PROGRAMS[source] = env.program(env.compile(source))
         except Exception:  # celpy raises several unrelated types for unsupported syntax
@@ -552,11 +559,11 @@ def _evaluate(rule: _Rule, program: Any, value: Any) -> bool | str:
     if key in _CEL_RESULTS:
         return _CEL_RESULTS[key]
     try:
-        result = program.evaluate({"self": celpy.json_to_cel(value)})
+        result = program.evaluate({"self": _celpy().json_to_cel(value)})
     except Exception as exc:  # Kubernetes-only functions (isURL, quantity ...) fail here
         result = exc
     verdict: bool | str
-    if isinstance(result, bool | celpy.celtypes.BoolType):
+    if isinstance(result, bool | _celpy().celtypes.BoolType):
         verdict = bool(result)
     else:
         verdict = f"cel-python could not evaluate it ({type(result).__name__})"
@@ -588,7 +595,7 @@ def _rule_message(rule: _Rule, value: Any) -> str | None:
         program = _cel_program(str(rule.message_expression))
         if program is not None:
             try:
-                text = program.evaluate({"self": celpy.json_to_cel(value)})
+                text = program.evaluate({"self": _celpy().json_to_cel(value)})
             except Exception:  # fall back to the static message, as the real server does
                 text = None
             if isinstance(text, str) and text.strip():
