@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ KUBERNETES_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0-meshla
                       "emulationMajor": "1", "emulationMinor": "37",
                       "minCompatibilityMajor": "1", "minCompatibilityMinor": "36"}
 WATCH_DEFAULT_TIMEOUT = 1800
+BOOKMARK_INTERVAL_S = 30.0  # kube-apiserver sends one about every minute
 # Kinds whose DELETE answers with the object, as kube-apiserver's registries do; the others
 # (and every graceful deletion aside) answer with a `Status` of Success.
 RETURNS_DELETED_OBJECT = frozenset({"/pods", "/services", "/serviceaccounts"})
@@ -108,6 +109,23 @@ def _int(request: web.Request, name: str) -> int | None:
         raise bad_request(f"query parameter {name}={raw!r} must be an integer") from None
 
 
+def _bookmark(rt: ResourceType, rv: int, initial_events_end: bool = False) -> bytes:
+    meta: Obj = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    body = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
+    return json.dumps({"type": "BOOKMARK", "object": body}).encode() + b"\n"
+
+
+async def _write(response: web.StreamResponse, data: bytes) -> bool:
+    """Write to a streaming response; False once the client has gone."""
+    try:
+        await response.write(data)
+    except ConnectionResetError:
+        return False
+    return True
+
+
 class ApiServer:
     """Routes Kubernetes API requests to an `ObjectApi`."""
 
@@ -118,6 +136,7 @@ class ApiServer:
         self.address = "127.0.0.1:0"
         self._watch_tasks: set[asyncio.Task[Any]] = set()
         self.stopping = asyncio.Event()
+        self.bookmark_interval = BOOKMARK_INTERVAL_S
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
@@ -503,20 +522,22 @@ class ApiServer:
             for line in initial:
                 await response.write(line)
             if send_initial:
-                bookmark = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
-                    "resourceVersion": str(start_rv),
-                    "annotations": {"k8s.io/initial-events-end": "true"}}}
-                await response.write(json.dumps({"type": "BOOKMARK", "object": bookmark}
-                                                ).encode() + b"\n")
-            await self._stream_events(response, sub.queue, start_rv, visible, render, timeout)
+                await response.write(_bookmark(rt, start_rv, initial_events_end=True))
+            bookmarks = _bool(request, "allowWatchBookmarks")
+            await self._stream_events(response, sub.queue, start_rv, visible, render, timeout,
+                                      (lambda rv: _bookmark(rt, rv)) if bookmarks else None)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
 
     async def _stream_events(self, response: web.StreamResponse, queue: asyncio.Queue[Event],
-                             start_rv: int, visible: Any, render: Any, timeout: int) -> None:
+                             start_rv: int, visible: Any, render: Any, timeout: int,
+                             bookmark: Callable[[int], bytes] | None) -> None:
+        """Send matching events until the timeout; with bookmarks allowed, a BOOKMARK after
+        each `bookmark_interval` without events, so clients can resume from a recent rv."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        last_sent = loop.time()
         while not self.stopping.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -524,10 +545,14 @@ class ApiServer:
             try:
                 event = await asyncio.wait_for(queue.get(), min(remaining, 1.0))
             except TimeoutError:
+                if bookmark and queue.empty() and (
+                        loop.time() - last_sent >= self.bookmark_interval):
+                    if not await _write(response, bookmark(self.api.store.rv)):
+                        return
+                    last_sent = loop.time()
                 continue
             if event.rv <= start_rv or not visible(event.object):
                 continue
-            try:
-                await response.write(render(event.type, event.object))
-            except ConnectionResetError:
+            if not await _write(response, render(event.type, event.object)):
                 return
+            last_sent = loop.time()
