@@ -1,15 +1,46 @@
-"""Shared fixtures: one real embedded cluster per test session, a fresh namespace per test."""
+"""Shared fixtures: one real embedded cluster per test session, a fresh namespace per test; and
+the waiters every suite uses, so a timeout reads the same wherever it happens."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from labs.cluster import ClusterRef, EmbeddedCluster
+
+T = TypeVar("T")
+
+
+def poll(check: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.1) -> T:
+    """Retry `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        _fail_if_late(deadline, timeout, what, value)
+        time.sleep(interval)
+    return value
+
+
+async def wait_until(check: Callable[[], T], what: str, timeout: float = 15,
+                     interval: float = 0.05) -> T:
+    """`poll` for tests inside an event loop: sleeps without blocking the loop, so the
+    controllers or the runtime under test keep running while the test waits."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        _fail_if_late(deadline, timeout, what, value)
+        await asyncio.sleep(interval)
+    return value
+
+
+def _fail_if_late(deadline: float, timeout: float, what: str, last: object) -> None:
+    if time.monotonic() > deadline:
+        pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,10 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from labs.embedded import controllers
 from labs.embedded.apiserver.api import JSON_PATCH, MERGE_PATCH, ObjectApi
@@ -29,7 +30,6 @@ from labs.embedded.controllers.endpoints import HOST_PORTS_ANNOTATION
 from labs.embedded.controllers.garbagecollector import GarbageCollector
 
 Obj = dict[str, Any]
-T = TypeVar("T")
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n"
 TEST_TIMEOUT = 30.0
@@ -131,19 +131,6 @@ async def cluster(kubelet: bool = True, auto_ready: bool = True) -> AsyncIterato
     assert not errors.records, [r.getMessage() for r in errors.records]
 
 
-async def eventually(check: Callable[[], T | None], what: str, timeout: float = 5.0) -> T:
-    """Poll `check` until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def is_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in pod.get("status", {}).get("conditions") or [])
@@ -229,7 +216,7 @@ async def test_deployment_creates_a_replicaset_and_its_pods() -> None:
     ones, with the events `kubectl describe` shows?"""
     async with cluster(kubelet=False) as api:
         d = api.create(DEPLOYMENTS, "default", deployment(replicas=3)).object
-        rs = (await eventually(lambda: replica_sets(api, d), "a ReplicaSet"))[0]
+        rs = (await wait_until(lambda: replica_sets(api, d), "a ReplicaSet"))[0]
         pod_hash = rs["metadata"]["labels"]["pod-template-hash"]
         assert rs["metadata"]["name"] == f"web-{pod_hash}"
         assert re.fullmatch(r"[bcdfghjklmnpqrstvwxz2456789]{1,10}", pod_hash)
@@ -245,7 +232,7 @@ async def test_deployment_creates_a_replicaset_and_its_pods() -> None:
         assert annotations[du.DESIRED_REPLICAS] == "3"
         assert annotations[du.MAX_REPLICAS] == "4"  # 3 + 25% surge rounded up
 
-        pods = await eventually(lambda: len(pods_of(api, rs)) == 3 and pods_of(api, rs), "3 pods")
+        pods = await wait_until(lambda: len(pods_of(api, rs)) == 3 and pods_of(api, rs), "3 pods")
         for pod in pods:
             assert re.fullmatch(rf"web-{pod_hash}-[bcdfghjklmnpqrstvwxz2456789]{{5}}",
                                 pod["metadata"]["name"])
@@ -255,11 +242,11 @@ async def test_deployment_creates_a_replicaset_and_its_pods() -> None:
                                                                     rs["metadata"]["name"], True)
         assert events(api, "web", "ScalingReplicaSet") == [
             f"Scaled up replica set web-{pod_hash} from 0 to 3"]
-        created = await eventually(
+        created = await wait_until(
             lambda: len(events(api, rs["metadata"]["name"], "SuccessfulCreate")) == 3
             and events(api, rs["metadata"]["name"], "SuccessfulCreate"), "SuccessfulCreate events")
         assert sorted(created) == sorted(f"Created pod: {p['metadata']['name']}" for p in pods)
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := get(api, DEPLOYMENTS, "web")) and x["status"].get("replicas") == 3 and x,
             "deployment status")
         assert d["metadata"]["annotations"][du.REVISION] == "1"
@@ -272,7 +259,7 @@ async def test_deployment_becomes_available_when_its_pods_are_ready() -> None:
     """Once the pods are Ready, does the status say what `kubectl rollout status` needs?"""
     async with cluster() as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=3))
-        d = await eventually(lambda: rolled_out(api, "web", 3), "the rollout")
+        d = await wait_until(lambda: rolled_out(api, "web", 3), "the rollout")
         status = d["status"]
         assert status["observedGeneration"] == 1
         assert status["readyReplicas"] == 3
@@ -298,10 +285,10 @@ async def test_rolling_update_stays_within_surge_and_unavailability() -> None:
         spec = {"strategy": {"type": "RollingUpdate",
                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
         api.create(DEPLOYMENTS, "default", deployment(replicas=4, **spec))
-        d = await eventually(lambda: rolled_out(api, "web", 4), "the first rollout")
+        d = await wait_until(lambda: rolled_out(api, "web", 4), "the first rollout")
         old_rs = replica_sets(api, d)[0]
         set_image(api, "web", "nginx:1.26")
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 4)) and x["metadata"]["generation"] == 2 and x,
             "the second rollout")
         history = _pod_history(api, d)
@@ -348,14 +335,14 @@ async def test_scaling_up_and_down_prefers_deleting_pods_that_are_not_ready() ->
     async with cluster(auto_ready=False) as api:
         kubelet = FakeKubelet(api)
         d = api.create(DEPLOYMENTS, "default", deployment(replicas=3)).object
-        rs = (await eventually(lambda: replica_sets(api, d), "a ReplicaSet"))[0]
-        pods = await eventually(lambda: len(pods_of(api, rs)) == 3 and pods_of(api, rs), "pods")
+        rs = (await wait_until(lambda: replica_sets(api, d), "a ReplicaSet"))[0]
+        pods = await wait_until(lambda: len(pods_of(api, rs)) == 3 and pods_of(api, rs), "pods")
         for pod in pods[:2]:
             kubelet.start(pod, ready=True)
         laggard = kubelet.start(pods[2], ready=False)
 
         api.patch(DEPLOYMENTS, "default", "web", MERGE_PATCH, b'{"spec": {"replicas": 5}}')
-        await eventually(lambda: len(pods_of(api, rs)) == 5, "5 pods")
+        await wait_until(lambda: len(pods_of(api, rs)) == 5, "5 pods")
         rs_name = rs["metadata"]["name"]
         assert f"Scaled up replica set {rs_name} from 3 to 5" in events(
             api, "web", "ScalingReplicaSet")
@@ -364,12 +351,12 @@ async def test_scaling_up_and_down_prefers_deleting_pods_that_are_not_ready() ->
                 kubelet.start(pod, ready=True)
 
         api.patch(DEPLOYMENTS, "default", "web", MERGE_PATCH, b'{"spec": {"replicas": 4}}')
-        await eventually(lambda: len(pods_of(api, rs)) == 4, "4 pods")
+        await wait_until(lambda: len(pods_of(api, rs)) == 4, "4 pods")
         names = {p["metadata"]["name"] for p in pods_of(api, rs)}
         assert laggard["metadata"]["name"] not in names
         assert f"Deleted pod: {laggard['metadata']['name']}" in events(
             api, rs_name, "SuccessfulDelete")
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := get(api, DEPLOYMENTS, "web")) and x["status"].get("replicas") == 4
             and x["status"].get("availableReplicas") == 4 and x, "status for 4 replicas")
         assert f"Scaled down replica set {rs_name} from 5 to 4" in events(
@@ -381,10 +368,10 @@ async def test_recreate_stops_every_old_pod_before_starting_new_ones() -> None:
     """With strategy Recreate, are old and new pods never running side by side?"""
     async with cluster() as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=3, strategy={"type": "Recreate"}))
-        d = await eventually(lambda: rolled_out(api, "web", 3), "the first rollout")
+        d = await wait_until(lambda: rolled_out(api, "web", 3), "the first rollout")
         old_rs = replica_sets(api, d)[0]
         set_image(api, "web", "nginx:1.26")
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 3)) and x["metadata"]["generation"] == 2 and x,
             "the second rollout")
         owners: dict[str, str] = {}
@@ -408,9 +395,9 @@ async def test_rollout_undo_restores_the_previous_template() -> None:
     revision annotation, patched back) make the old ReplicaSet current as revision 3?"""
     async with cluster() as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=2))
-        await eventually(lambda: rolled_out(api, "web", 2), "revision 1")
+        await wait_until(lambda: rolled_out(api, "web", 2), "revision 1")
         set_image(api, "web", "nginx:1.26")
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 2)) and x["metadata"]["generation"] == 2 and x,
             "revision 2")
         by_revision = {rs["metadata"]["annotations"][du.REVISION]: rs
@@ -425,7 +412,7 @@ async def test_rollout_undo_restores_the_previous_template() -> None:
                  {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
         api.patch(DEPLOYMENTS, "default", "web", JSON_PATCH, json.dumps(patch).encode())
 
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 2)) and x["metadata"]["generation"] == 3
             and x["metadata"]["annotations"].get(du.REVISION) == "3" and x, "revision 3")
         assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25"
@@ -443,10 +430,10 @@ async def test_paused_deployment_waits_and_resumes() -> None:
     """Does a paused deployment hold back a template change, say so, and roll out on resume?"""
     async with cluster() as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=2))
-        await eventually(lambda: rolled_out(api, "web", 2), "revision 1")
+        await wait_until(lambda: rolled_out(api, "web", 2), "revision 1")
         api.patch(DEPLOYMENTS, "default", "web", MERGE_PATCH, b'{"spec": {"paused": true}}')
         set_image(api, "web", "nginx:1.26")
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := get(api, DEPLOYMENTS, "web"))
             and condition(x, "Progressing").get("reason") == "DeploymentPaused"
             and x["status"].get("observedGeneration") == x["metadata"]["generation"] and x,
@@ -454,7 +441,7 @@ async def test_paused_deployment_waits_and_resumes() -> None:
         assert condition(d, "Progressing")["status"] == "Unknown"
         assert len(replica_sets(api, d)) == 1
         api.patch(DEPLOYMENTS, "default", "web", MERGE_PATCH, b'{"spec": {"paused": false}}')
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 2))
             and x["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.26"
             and len(replica_sets(api, x)) == 2 and x, "the resumed rollout")
@@ -466,14 +453,14 @@ async def test_revision_history_limit_deletes_the_oldest_spent_replicasets() -> 
     async with cluster() as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=1, revisionHistoryLimit=1))
         for generation, image in enumerate(("nginx:1.26", "nginx:1.27", "nginx:1.28"), start=2):
-            await eventually(
+            await wait_until(
                 lambda g=generation: (x := rolled_out(api, "web", 1))
                 and x["metadata"]["generation"] == g - 1, f"generation {generation - 1}")
             set_image(api, "web", image)
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := rolled_out(api, "web", 1)) and x["metadata"]["generation"] == 4 and x,
             "the last rollout")
-        revisions = await eventually(
+        revisions = await wait_until(
             lambda: len(rss := replica_sets(api, d)) == 2
             and sorted(rs["metadata"]["annotations"][du.REVISION] for rs in rss),
             "old ReplicaSets cleaned up")
@@ -486,7 +473,7 @@ async def test_progress_deadline_exceeded_when_pods_never_become_ready() -> None
     `kubectl rollout status` fail?"""
     async with cluster(kubelet=False) as api:
         api.create(DEPLOYMENTS, "default", deployment(replicas=1, progressDeadlineSeconds=1))
-        d = await eventually(
+        d = await wait_until(
             lambda: (x := get(api, DEPLOYMENTS, "web"))
             and condition(x, "Progressing").get("reason") == "ProgressDeadlineExceeded" and x,
             "the progress deadline", timeout=6.0)
@@ -550,7 +537,7 @@ async def test_endpoints_list_host_ports_resolved_from_target_ports() -> None:
             ep = get(api, ENDPOINTS, "httpbin")
             return ep.get("subsets") if ep else None
 
-        found = await eventually(lambda: (s := subsets()) and len(s) == 2 and s, "two subsets")
+        found = await wait_until(lambda: (s := subsets()) and len(s) == 2 and s, "two subsets")
         by_pod = {(s.get("addresses") or s.get("notReadyAddresses"))[0]["targetRef"]["name"]: s
                   for s in found}
         assert by_pod["a"] == {
@@ -568,10 +555,10 @@ async def test_endpoints_list_host_ports_resolved_from_target_ports() -> None:
         assert "ownerReferences" not in ep["metadata"]
 
         _set_ready(api, "b", True)
-        await eventually(lambda: all("addresses" in s and "notReadyAddresses" not in s
+        await wait_until(lambda: all("addresses" in s and "notReadyAddresses" not in s
                                      for s in subsets() or [{}]), "b ready")
         api.delete(SERVICES, "default", "httpbin")
-        await eventually(lambda: get(api, ENDPOINTS, "httpbin") is None, "Endpoints deleted")
+        await wait_until(lambda: get(api, ENDPOINTS, "httpbin") is None, "Endpoints deleted")
 
 
 @async_test
@@ -588,7 +575,7 @@ async def test_services_without_selector_keep_user_managed_endpoints() -> None:
                                          "metadata": {"name": "marker"},
                                          "spec": {"selector": {"app": "x"},
                                                   "ports": [{"port": 80}]}})
-        await eventually(lambda: get(api, ENDPOINTS, "marker"), "the controller to catch up")
+        await wait_until(lambda: get(api, ENDPOINTS, "marker"), "the controller to catch up")
         ep = get(api, ENDPOINTS, "external")
         assert ep is not None
         assert ep["subsets"] == [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"port": 5432}]}]
@@ -604,17 +591,17 @@ async def test_system_namespaces_and_default_service_accounts_exist() -> None:
         assert set(controllers.SYSTEM_NAMESPACES) <= names
         api.create(NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace",
                                     "metadata": {"name": "lab"}})
-        await eventually(lambda: get(api, SERVICEACCOUNTS, "default", "lab"), "default SA")
-        cm = await eventually(lambda: get(api, CONFIGMAPS, "kube-root-ca.crt", "lab"), "CA map")
+        await wait_until(lambda: get(api, SERVICEACCOUNTS, "default", "lab"), "default SA")
+        cm = await wait_until(lambda: get(api, CONFIGMAPS, "kube-root-ca.crt", "lab"), "CA map")
         assert cm["data"] == {"ca.crt": CA_PEM}
         for name in controllers.SYSTEM_NAMESPACES:
-            await eventually(lambda n=name: get(api, SERVICEACCOUNTS, "default", n),
+            await wait_until(lambda n=name: get(api, SERVICEACCOUNTS, "default", n),
                              f"the default SA in {name}")
         api.delete(SERVICEACCOUNTS, "lab", "default")
-        await eventually(lambda: get(api, SERVICEACCOUNTS, "default", "lab"), "SA recreated")
+        await wait_until(lambda: get(api, SERVICEACCOUNTS, "default", "lab"), "SA recreated")
         cm["data"] = {"ca.crt": "edited"}
         api.update(CONFIGMAPS, "lab", "kube-root-ca.crt", cm)
-        await eventually(
+        await wait_until(
             lambda: (x := get(api, CONFIGMAPS, "kube-root-ca.crt", "lab"))
             and x["data"] == {"ca.crt": CA_PEM}, "the CA restored")
 
@@ -633,10 +620,10 @@ async def test_namespace_deletion_removes_contents_then_the_namespace() -> None:
         api.create(CONFIGMAPS, "lab", {"apiVersion": "v1", "kind": "ConfigMap",
                                        "metadata": {"name": "held",
                                                     "finalizers": ["example.com/hold"]}})
-        await eventually(lambda: len([p for p in items(api, PODS, "lab") if is_ready(p)]) == 2,
+        await wait_until(lambda: len([p for p in items(api, PODS, "lab") if is_ready(p)]) == 2,
                          "pods running")
         api.delete(NAMESPACES, "", "lab")
-        ns = await eventually(
+        ns = await wait_until(
             lambda: (x := get(api, NAMESPACES, "lab", ""))
             and condition(x, "NamespaceFinalizersRemaining").get("status") == "True" and x,
             "the finalizer to be reported")
@@ -653,7 +640,7 @@ async def test_namespace_deletion_removes_contents_then_the_namespace() -> None:
         assert held is not None
         del held["metadata"]["finalizers"]
         api.update(CONFIGMAPS, "lab", "held", held)
-        await eventually(lambda: get(api, NAMESPACES, "lab", "") is None, "the namespace to go")
+        await wait_until(lambda: get(api, NAMESPACES, "lab", "") is None, "the namespace to go")
 
 
 @async_test
@@ -664,18 +651,18 @@ async def test_replicaset_releases_a_relabelled_pod_and_replaces_it() -> None:
         body = replica_set("web", 2)
         body["spec"]["minReadySeconds"] = 3600
         rs = api.create(REPLICASETS, "default", body).object
-        pods = await eventually(lambda: len(pods_of(api, rs)) == 2 and pods_of(api, rs), "pods")
-        status = await eventually(lambda: (x := get(api, REPLICASETS, "web"))
+        pods = await wait_until(lambda: len(pods_of(api, rs)) == 2 and pods_of(api, rs), "pods")
+        status = await wait_until(lambda: (x := get(api, REPLICASETS, "web"))
                                   and x["status"].get("readyReplicas") == 2 and x["status"],
                                   "ready pods")
         assert "availableReplicas" not in status  # not ready for an hour yet
         api.patch(REPLICASETS, "default", "web", MERGE_PATCH, b'{"spec": {"minReadySeconds": 0}}')
-        await eventually(lambda: (x := get(api, REPLICASETS, "web"))
+        await wait_until(lambda: (x := get(api, REPLICASETS, "web"))
                          and x["status"].get("availableReplicas") == 2, "available pods")
         pulled = pods[0]
         pulled["metadata"]["labels"] = {"app": "debug"}
         api.update(PODS, "default", pulled["metadata"]["name"], pulled)
-        await eventually(lambda: len(pods_of(api, rs)) == 2
+        await wait_until(lambda: len(pods_of(api, rs)) == 2
                          and pulled["metadata"]["name"] not in
                          {p["metadata"]["name"] for p in pods_of(api, rs)}, "a replacement")
         kept = get(api, PODS, pulled["metadata"]["name"])
@@ -705,7 +692,7 @@ async def test_namespace_deletion_removes_custom_resources_too() -> None:
         api.create(widgets, "lab", {"apiVersion": "example.com/v1", "kind": "Widget",
                                     "metadata": {"name": "w"}, "spec": {"size": 1}})
         api.delete(NAMESPACES, "", "lab")
-        await eventually(lambda: get(api, NAMESPACES, "lab", "") is None, "the namespace to go")
+        await wait_until(lambda: get(api, NAMESPACES, "lab", "") is None, "the namespace to go")
         assert items(api, widgets, "lab") == []
 
 
@@ -727,14 +714,14 @@ async def test_deleting_a_replicaset_deletes_its_pods_but_not_orphans() -> None:
     `--cascade=orphan` leaves them running without an owner?"""
     async with cluster() as api:
         rs = api.create(REPLICASETS, "default", replica_set("cascade", 2)).object
-        await eventually(lambda: len(pods_of(api, rs)) == 2, "2 pods")
+        await wait_until(lambda: len(pods_of(api, rs)) == 2, "2 pods")
         api.delete(REPLICASETS, "default", "cascade")
-        await eventually(lambda: not [p for p in items(api, PODS)
+        await wait_until(lambda: not [p for p in items(api, PODS)
                                       if p["metadata"]["labels"]["app"] == "cascade"],
                          "the pods to be collected")
 
         kept = api.create(REPLICASETS, "default", replica_set("kept", 2)).object
-        await eventually(lambda: len(pods_of(api, kept)) == 2, "2 pods")
+        await wait_until(lambda: len(pods_of(api, kept)) == 2, "2 pods")
         api.delete(REPLICASETS, "default", "kept", propagation="Orphan")
         orphans = [p for p in items(api, PODS) if p["metadata"]["labels"]["app"] == "kept"]
         assert len(orphans) == 2
@@ -744,7 +731,7 @@ async def test_deleting_a_replicaset_deletes_its_pods_but_not_orphans() -> None:
         api.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap",
                                            "metadata": {"name": "barrier",
                                                         "ownerReferences": [DANGLING_OWNER]}})
-        await eventually(lambda: get(api, CONFIGMAPS, "barrier") is None, "the barrier")
+        await wait_until(lambda: get(api, CONFIGMAPS, "barrier") is None, "the barrier")
         assert len([p for p in items(api, PODS) if p["metadata"]["labels"]["app"] == "kept"]) == 2
 
 
@@ -760,12 +747,12 @@ async def test_an_object_with_one_owner_left_survives_and_loses_the_dangling_ref
         api.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap",
                                            "metadata": {"name": "shared", "ownerReferences": refs}})
         api.delete(CONFIGMAPS, "default", "owner-a")
-        await eventually(
+        await wait_until(
             lambda: (x := get(api, CONFIGMAPS, "shared"))
             and [r["name"] for r in x["metadata"]["ownerReferences"]] == ["owner-b"],
             "the dangling reference to be removed")
         api.delete(CONFIGMAPS, "default", "owner-b")
-        await eventually(lambda: get(api, CONFIGMAPS, "shared") is None, "the dependent to go")
+        await wait_until(lambda: get(api, CONFIGMAPS, "shared") is None, "the dependent to go")
 
 
 @async_test
@@ -779,7 +766,7 @@ async def test_collector_cleans_up_dependents_orphaned_while_it_was_not_running(
     collector = GarbageCollector(api)
     task = asyncio.create_task(collector.run())
     try:
-        await eventually(lambda: get(api, CONFIGMAPS, "leftover") is None, "the leftover to go")
+        await wait_until(lambda: get(api, CONFIGMAPS, "leftover") is None, "the leftover to go")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -11,34 +11,21 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
-from conftest import Kubectl
+from conftest import Kubectl, poll
 
 from labs.cluster import ClusterRef, kubectl_binary
 
 MANIFESTS = Path(__file__).parent / "fixtures" / "manifests"
-T = TypeVar("T")
 
 
 def manifest(name: str) -> str:
     return str(MANIFESTS / name)
-
-
-def poll(check: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.2) -> T:
-    """Retry `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
 
 
 def table(text: str) -> list[dict[str, str]]:
@@ -486,16 +473,16 @@ class TestDelete:
         kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=60s")
         out = kubectl.run("delete", "namespace", ns, "--wait=false", namespaced=False)
         assert out.stdout.strip() == f'namespace "{ns}" deleted'
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             got = kubectl.run("get", "namespace", ns, "-o", "json", namespaced=False)
             if got.returncode != 0:
                 assert "NotFound" in got.stderr, got.stderr
-                break
+                return True
             assert json.loads(got.stdout)["status"]["phase"] == "Terminating"
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"namespace {ns} still exists 60s after delete")
+            return False
+
+        poll(gone, f"namespace {ns} to go after delete")
         for kind in ("configmaps", "deployments", "pods", "services", "virtualservices"):
             listing = get_json(kubectl, kind)
             assert listing["items"] == [], kind

@@ -10,27 +10,16 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from conftest import poll
 from kubernetes import client, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 
 from labs.cluster import ClusterRef
 
-T = TypeVar("T")
 VS_GROUP, VS_VERSION, VS_PLURAL = "networking.istio.io", "v1", "virtualservices"
-
-
-def poll(check: Callable[[], T], what: str, timeout: float = 30, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
 
 
 def status_of(exc: ApiException) -> dict[str, Any]:

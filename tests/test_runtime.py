@@ -15,14 +15,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import wait_until
 
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
@@ -36,7 +36,6 @@ from labs.embedded.runtime.context import BACKOFF_ENV, HOST_PORTS_ANNOTATION
 KUBECTL = Path(sys.executable).parent / "kubectl"
 TOKEN = "runtime-test-token"
 NODE = "meshlab-test-node"
-T = TypeVar("T")
 Obj = dict[str, Any]
 
 
@@ -100,23 +99,13 @@ class Cluster:
         items, _ = self.api.list(self.rt["events"], "default")
         return [e for e in items if e["involvedObject"]["name"] == name]
 
-    async def wait(self, check: Callable[[], T], what: str, timeout: float = 15) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what} (last: {value!r})")
-            await asyncio.sleep(0.05)
-
     async def ready_pod(self, name: str) -> Obj:
         def ready() -> Obj | None:
             pod = self.pod(name)
             conds = (pod or {}).get("status", {}).get("conditions") or []
             ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
             return pod if ok else None
-        return await self.wait(ready, f"pod {name} Ready")
+        return await wait_until(ready, f"pod {name} Ready")
 
     async def kubectl(self, *args: str, stdin: bytes | None = None,
                       timeout: float = 30) -> tuple[int, str, str]:
@@ -249,7 +238,7 @@ def test_missing_config_key_waits_then_starts(tmp_path: Path) -> None:
                 statuses = ((c.pod("needy") or {}).get("status") or {}).get(
                     "containerStatuses") or [{}]
                 return statuses[0].get("state", {}).get("waiting")
-            state = await c.wait(waiting, "a waiting container")
+            state = await wait_until(waiting, "a waiting container")
             assert state["reason"] == "CreateContainerConfigError"
             assert state["message"] == 'configmap "later" not found'
             assert c.pod("needy")["status"]["phase"] == "Pending"
@@ -348,7 +337,7 @@ def test_kubectl_logs_tail_follow_and_previous(tmp_path: Path) -> None:
             assert follower.returncode == 0
 
             await c.ready_pod("talky")
-            await c.wait(lambda: c.pod("talky")["status"]["containerStatuses"][0][
+            await wait_until(lambda: c.pod("talky")["status"]["containerStatuses"][0][
                 "restartCount"] == 1, "a restart")
             code, out, err = await c.kubectl("logs", "talky", "--previous")
             assert code == 0 and "GET /three" in out, err
@@ -370,7 +359,7 @@ def test_killed_process_restarts_with_back_off(tmp_path: Path) -> None:
                 pod = c.pod("crashy")
                 cs = pod["status"]["containerStatuses"][0]
                 return pod if cs["restartCount"] == 1 and cs["ready"] else None
-            pod = await c.wait(restarted, "restartCount 1 and ready")
+            pod = await wait_until(restarted, "restartCount 1 and ready")
             cs = pod["status"]["containerStatuses"][0]
             assert cs["lastState"]["terminated"]["exitCode"] == 137
             assert cs["lastState"]["terminated"]["reason"] == "Error"
@@ -381,10 +370,10 @@ def test_killed_process_restarts_with_back_off(tmp_path: Path) -> None:
             def backing_off() -> Obj | None:
                 cs = c.pod("crashy")["status"]["containerStatuses"][0]
                 return cs["state"].get("waiting")
-            waiting = await c.wait(backing_off, "CrashLoopBackOff")
+            waiting = await wait_until(backing_off, "CrashLoopBackOff")
             assert waiting["reason"] == "CrashLoopBackOff"
             assert any(e["reason"] == "BackOff" for e in c.events("crashy"))
-            await c.wait(lambda: c.pod("crashy")["status"]["containerStatuses"][0][
+            await wait_until(lambda: c.pod("crashy")["status"]["containerStatuses"][0][
                 "restartCount"] == 2 and c.pod("crashy")["status"]["containerStatuses"][0][
                 "ready"], "restartCount 2")
     run(scenario())
@@ -403,8 +392,8 @@ def test_restart_policy_never_ends_in_succeeded_or_failed(tmp_path: Path) -> Non
                 pod = await c.ready_pod(name)
                 pid = container_pid(pod)
                 os.kill(pid, sig)
-                pod = await c.wait(lambda n=name, p=phase: (c.pod(n) or {}).get("status", {})
-                                   .get("phase") == p and c.pod(n), f"{name} {phase}")
+                pod = await wait_until(lambda n=name, p=phase: (c.pod(n) or {}).get("status", {})
+                                       .get("phase") == p and c.pod(n), f"{name} {phase}")
                 cs = pod["status"]["containerStatuses"][0]
                 assert cs["restartCount"] == 0 and "terminated" in cs["state"]
                 assert not any(x["status"] == "True" for x in pod["status"]["conditions"]
@@ -423,10 +412,10 @@ def test_deletion_stops_processes_and_removes_the_pod(tmp_path: Path) -> None:
             c.api.delete(c.rt["pods"], "default", "gone")
             assert c.pod("gone")["metadata"]["deletionTimestamp"]  # graceful: still there
             c.api.delete(c.rt["pods"], "default", "gone-now", grace_period=0)
-            await c.wait(lambda: c.pod("gone") is None, "the pod removed")
+            await wait_until(lambda: c.pod("gone") is None, "the pod removed")
             assert any(e["reason"] == "Killing" for e in c.events("gone"))
-            await c.wait(lambda: not any(alive(p) for p in pids), "processes stopped")
-            await c.wait(lambda: not any((tmp_path / "pods").iterdir()), "pod dirs removed")
+            await wait_until(lambda: not any(alive(p) for p in pids), "processes stopped")
+            await wait_until(lambda: not any((tmp_path / "pods").iterdir()), "pod dirs removed")
             assert c.runtime.ctx.ports._in_use == set()
     run(scenario())
 
@@ -444,8 +433,8 @@ def test_leftover_processes_are_killed_at_start_up(tmp_path: Path) -> None:
     try:
         async def scenario() -> None:
             async with Cluster(tmp_path) as c:
-                await c.wait(lambda: c.api.find(c.rt["nodes"], "", NODE), "the node")
-                await c.wait(lambda: not pod_dir.exists(), "the stale pod dir removed")
+                await wait_until(lambda: c.api.find(c.rt["nodes"], "", NODE), "the node")
+                await wait_until(lambda: not pod_dir.exists(), "the stale pod dir removed")
         run(scenario())
         assert ours.wait(timeout=5) == -signal.SIGKILL
         assert stranger.poll() is None  # a pid file naming someone else's process
@@ -466,7 +455,10 @@ def test_daemon_restart_restarts_containers_and_counts_it(tmp_path: Path) -> Non
             old_pid, old_ports = container_pid(pod), host_ports(pod)
         assert not alive(old_pid)  # shutdown stopped it
         async with Cluster(tmp_path, api=api) as c:
-            await c.wait(lambda: container_pid(c.pod("durable")) != old_pid, "a new process")
+            def restarted() -> bool:  # a container still waiting to start has no containerID
+                status = c.pod("durable")["status"]["containerStatuses"][0]
+                return "containerID" in status and container_pid(c.pod("durable")) != old_pid
+            await wait_until(restarted, "a new process")
             pod = await c.ready_pod("durable")
             cs = pod["status"]["containerStatuses"][0]
             assert cs["restartCount"] == 1 and cs["lastState"]["terminated"]["reason"] == "Unknown"
@@ -485,16 +477,16 @@ def test_probes_gate_readiness_and_restart_on_liveness_failure(tmp_path: Path) -
                                 "periodSeconds": 1},
                 livenessProbe={"exec": {"command": ["sh", "-c", "test ! -f broken"]},
                                "periodSeconds": 1, "failureThreshold": 1}))
-            await c.wait(lambda: (c.pod("probed") or {}).get("status", {}).get(
+            await wait_until(lambda: (c.pod("probed") or {}).get("status", {}).get(
                 "phase") == "Running", "Running")
-            await c.wait(lambda: any(e["reason"] == "Unhealthy" for e in c.events("probed")),
-                         "an Unhealthy event")
+            await wait_until(lambda: any(e["reason"] == "Unhealthy" for e in c.events("probed")),
+                             "an Unhealthy event")
             assert not c.pod("probed")["status"]["containerStatuses"][0]["ready"]
             workdir = next((tmp_path / "pods").iterdir()) / "app"
             (workdir / "ready").touch()
             pod = await c.ready_pod("probed")
             (workdir / "broken").touch()
-            await c.wait(lambda: c.pod("probed")["status"]["containerStatuses"][0][
+            await wait_until(lambda: c.pod("probed")["status"]["containerStatuses"][0][
                 "restartCount"] == 1, "a liveness restart")
             assert any(e["reason"] == "Killing" and "liveness" in e["message"]
                        for e in c.events("probed"))
@@ -515,5 +507,5 @@ def test_http_readiness_probe_uses_the_named_port(tmp_path: Path) -> None:
             chunks = [chunk async for chunk in c.runtime.log_stream(
                 pod, "app", follow=False, tail_lines=None, previous=False, since_seconds=60,
                 timestamps=False)]
-            assert b'"GET /healthz HTTP/1.0" 200' in b"".join(chunks)
+            assert b'"GET /healthz HTTP/1.1" 200' in b"".join(chunks)
     run(scenario())

@@ -1,7 +1,8 @@
-"""One embedded cluster: API server, controllers and runtime in one asyncio process.
+"""One embedded cluster: API server, controllers, runtime and mesh in one asyncio process.
 
 Started in the background by `meshlab up`; `python -m labs.embedded.daemon --name N --state-dir D`.
-It writes `endpoint.json` only once it serves requests, so a client that sees the file can connect.
+It writes `endpoint.json` only once it serves requests, so a client that sees the file can connect;
+the file also names the telemetry server's and Prometheus' ports (`telemetry`, `prometheus`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from labs.embedded.apiserver.objects import random_token
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
+from labs.embedded.mesh.controlplane import MeshControlPlane
+from labs.embedded.mesh.forwarder import NodeForwarder
+from labs.embedded.mesh.injection import register_injection
+from labs.embedded.mesh.prometheus import PrometheusServer, prometheus_binary
+from labs.embedded.mesh.telemetry import TelemetryServer
 from labs.embedded.paths import ClusterPaths, write_private
 from labs.embedded.pki import server_context, serving_files
 from labs.embedded.runtime import PodRuntime
@@ -70,6 +76,12 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def choose_port(paths: ClusterPaths) -> int:
     """Keep the port of the previous run when free, so existing kubeconfigs keep working."""
     try:
@@ -79,9 +91,7 @@ def choose_port(paths: ClusterPaths) -> int:
             return previous
     except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
         pass
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def install_course_crds(api: ObjectApi) -> None:
@@ -129,6 +139,78 @@ def warm_up_schemas() -> None:
         builtin_schema(api_version, kind)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+class Mesh:
+    """The mesh beside the cluster: node forwarder, telemetry server, control plane and
+    (when installed) Prometheus. Each piece that fails to start is logged and left out, so
+    the cluster itself still comes up; a missing `prometheus` binary is normal."""
+
+    def __init__(self, api: ObjectApi, state_dir: os.PathLike[str]) -> None:
+        self.api = api
+        self.state_dir = state_dir
+        self.forwarder = NodeForwarder(state_dir, free_port(), free_port())
+        self.telemetry = TelemetryServer(state_dir, free_port())
+        binary = prometheus_binary()
+        self.prometheus = PrometheusServer(state_dir, free_port(), self.telemetry.port,
+                                           binary) if binary else None
+        self.control_plane: MeshControlPlane | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start what can start; the control plane runs as a task in `self.tasks`."""
+        results = await asyncio.gather(self.forwarder.start(), self.telemetry.start(),
+                                       return_exceptions=True)
+        for name, result in zip(("node forwarder", "telemetry server"), results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("the %s did not start (%r); the mesh runs without it", name, result)
+        try:
+            plane = MeshControlPlane(self.api, self.state_dir, self.telemetry.port,
+                                     self.forwarder)
+        except Exception:
+            log.exception("the mesh control plane did not start: sidecars get no configuration")
+        else:
+            plane.observers.append(self.telemetry.update_state)
+            if self.prometheus is not None:
+                plane.observers.append(self.prometheus.update_targets)
+            self.control_plane = plane
+            self.tasks.append(asyncio.create_task(plane.run(), name="mesh-control-plane"))
+        if self.prometheus is not None:
+            self.tasks.append(asyncio.create_task(self._start_prometheus(), name="prometheus"))
+        for task in self.tasks:
+            task.add_done_callback(_log_failure)
+
+    async def _start_prometheus(self) -> None:
+        """In the background: Prometheus takes a second or two, the cluster need not wait."""
+        assert self.prometheus is not None
+        try:
+            await self.prometheus.start()
+        except Exception:
+            log.exception("Prometheus did not start; PromQL queries will fail")
+
+    def endpoint_ports(self) -> dict[str, int]:
+        ports = {"telemetry": self.telemetry.port}
+        if self.prometheus is not None:
+            ports["prometheus"] = self.prometheus.port
+        return ports
+
+    async def stop(self) -> None:
+        """Control plane first (no more writes), then the processes and servers."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for piece in (self.prometheus, self.forwarder, self.telemetry):
+            if piece is None:
+                continue
+            try:
+                await piece.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(piece).__name__)
+
+
 class Daemon:
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths
@@ -147,7 +229,10 @@ class Daemon:
         install_course_crds(api)
         await controllers.bootstrap(api)
         publish_api_service(api, port)
-        runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane")
+        register_injection(api)
+        mesh = Mesh(api, paths.dir)
+        runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane",
+                             forwarder_port=mesh.forwarder.port)
         server = ApiServer(api, token, pod_io=runtime)
         server.address = f"127.0.0.1:{port}"
         runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=2)
@@ -160,8 +245,10 @@ class Daemon:
                       kubeconfig_text(paths.name, port, token, tls.ca_cert.read_bytes()))
         tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
+        await mesh.start()
         tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
-        write_private(paths.endpoint, json.dumps({"pid": os.getpid(), "port": port}))
+        write_private(paths.endpoint, json.dumps(
+            {"pid": os.getpid(), "port": port, **mesh.endpoint_ports()}))
         log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)
         try:
             done_waiter = asyncio.create_task(self.stop_requested.wait())
@@ -175,10 +262,13 @@ class Daemon:
             with contextlib.suppress(OSError):
                 paths.endpoint.unlink()
             server.stopping.set()
+            for task in mesh.tasks:
+                task.cancel()
             await runtime.shutdown()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await mesh.stop()
             await runner.cleanup()
             store.close()
 

@@ -63,13 +63,18 @@ class ClusterPaths:
         return self.dir / "daemon.lock"
 
     def read_endpoint(self) -> dict[str, int] | None:
+        """pid and API port of the running daemon, plus the ports of its services when they
+        run (`telemetry`, `prometheus`); None without a (valid) file."""
         try:
             data = json.loads(self.endpoint.read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or not {"pid", "port"} <= data.keys():
             return None
-        return {"pid": int(data["pid"]), "port": int(data["port"])}
+        try:
+            return {key: int(value) for key, value in data.items() if value is not None}
+        except (TypeError, ValueError):
+            return None
 
 
 def write_private(path: Path, text: str) -> None:

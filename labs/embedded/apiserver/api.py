@@ -111,6 +111,9 @@ class ObjectApi:
         }
         self._cluster_ips = ClusterIPAllocator(used_ips)
         self.after_write: list[Callable[[ResourceType, str, Obj | None], None]] = []
+        # Mutating admission on create (e.g. sidecar injection): may change the object or raise
+        # an ApiError to reject it; runs before defaulting and schema validation.
+        self.mutating_admission: list[Callable[[ResourceType, Obj], None]] = []
         for crd in store.list("apiextensions.k8s.io/customresourcedefinitions"):
             self._register_crd(crd)
 
@@ -181,6 +184,8 @@ class ObjectApi:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{random_suffix()}"
         name = meta.get("name", "")
+        for admit in self.mutating_admission:
+            admit(rt, obj)
         warnings = self._validate(rt, obj, field_validation) if validate else []
         meta = obj["metadata"]  # pruning of unknown fields may have replaced it
         self._validate_name(rt, name)

@@ -140,7 +140,8 @@ class ApiServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        # [\s\S]: also paths with an encoded newline, which `.` would leave to aiohttp's 404
+        app.router.add_route("*", r"/{path:[\s\S]*}", self._dispatch)
         return app
 
     # -- middleware --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any
 
 from .builtin_schemas import object_meta_schema
 from .errors import ApiError, FieldCause, bad_request
+from .objects import json_copy, json_equal
 
 
 @functools.cache
@@ -309,7 +310,7 @@ def _walk(node: _Node | None, value: Any, path: str, out: _Out, structural: bool
     if node.types is not None and not _type_ok(node.types, actual, value):
         _type_issue(out, path, node.type_label, value)
         return
-    if node.enum is not None and not any(_same(value, e) for e in node.enum):
+    if node.enum is not None and not any(json_equal(value, e) for e in node.enum):
         supported = ", ".join(json.dumps(e if isinstance(e, str) else _json(e)) for e in node.enum)
         bad = _go_value(value)
         out.add(path, "enum", f"Unsupported value: {bad}: supported values: {supported}")
@@ -625,7 +626,7 @@ def _prune_value(node: _Node | None, value: Any) -> Any:
 def _prune(node: _Node | None, value: Any, skip_meta: bool = False) -> Any:
     if isinstance(value, list):
         if node is not None and node.preserve and node.items is None:
-            return _copy(value)
+            return json_copy(value)
         items = node.items if node is not None else None
         return [_prune_value(items, v) for v in value]
     if not isinstance(value, dict):
@@ -637,34 +638,19 @@ def _prune(node: _Node | None, value: Any, skip_meta: bool = False) -> Any:
     out: dict[str, Any] = {}
     for key, item in value.items():
         if skip and key in _META_FIELDS:
-            out[key] = _copy(item)
+            out[key] = json_copy(item)
         elif key in props:
             sub = props[key]
-            out[key] = _prune_value(sub, item) if sub is not None else _copy(item)
+            out[key] = _prune_value(sub, item) if sub is not None else json_copy(item)
         elif isinstance(node.additional, _Node):
             out[key] = _prune_value(node.additional, item)
         elif node.additional is _ANY or node.preserve:
-            out[key] = _copy(item)
+            out[key] = json_copy(item)
     return out
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
 # Go-style value formatting (what `field.Error` and kube-openapi print)
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    """JSON equality: `true` is not `1`."""
-    if isinstance(value, bool) or isinstance(allowed, bool):
-        return type(value) is type(allowed) and value == allowed
-    return bool(value == allowed)
 
 
 def _json(value: Any) -> str:

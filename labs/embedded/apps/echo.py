@@ -28,6 +28,9 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     server_version = "meshlab-echo/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, each keep-alive request through
+    # Envoy would wait ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

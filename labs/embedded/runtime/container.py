@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,15 +54,20 @@ class ContainerRunner:
     """Supervises the processes of one container of one pod."""
 
     def __init__(self, ctx: RuntimeContext, pod: PodHandle, spec: Obj, listen_ports: list[int],
-                 host_ports: dict[int, int], *, restart_policy: str,
-                 previous: Obj | None = None) -> None:
+                 bind_ports: dict[int, int], *, restart_policy: str,
+                 previous: Obj | None = None, network: Mapping[str, str] | None = None,
+                 bin_dir: Path | None = None) -> None:
+        """`listen_ports`: the container ports its process serves; `bind_ports`: container
+        port -> the port on 127.0.0.1 the process listens on (and the probes check)."""
         self.ctx = ctx
         self.handle = pod
         self.spec = spec
         self.name: str = spec["name"]
         self.restart_policy = restart_policy
         self.listen_ports = listen_ports
-        self.host_ports = host_ports
+        self.bind_ports = bind_ports
+        self.network = dict(network or {})
+        self.bin_dir = bin_dir
         self.state: Obj = {"waiting": {"reason": "ContainerCreating"}}
         self.last_state: Obj = {}
         self.ready = False
@@ -109,11 +115,9 @@ class ContainerRunner:
             env = await self._configure()
             if env is None:
                 return
-            if restarting:
-                self.restart_count += 1
-            restarting = True
             started_at = time.monotonic()
-            code = await self._run_once(env)
+            code = await self._run_once(env, restarting)
+            restarting = True
             if self._stopping or not should_restart(self.restart_policy, code):
                 self.finished = True
                 self.handle.changed()
@@ -130,7 +134,8 @@ class ContainerRunner:
         reported = ""
         while not self._stopping:
             try:
-                return container_env(self.ctx.api, self.handle.pod, self.spec, self.workdir)
+                return container_env(self.ctx.api, self.handle.pod, self.spec, self.workdir,
+                                     network=self.network, bin_dir=self.bin_dir)
             except ContainerConfigError as exc:
                 message = str(exc)
                 self.state = {"waiting": {"reason": "CreateContainerConfigError",
@@ -142,14 +147,18 @@ class ContainerRunner:
             await self._sleep(CONFIG_RETRY)
         return None
 
-    async def _run_once(self, env: dict[str, str]) -> int:
+    async def _run_once(self, env: dict[str, str], restart: bool) -> int:
+        """One run; a restart is counted once the new process exists, so that a status never
+        shows the new count with the previous run's container id."""
         pod = self.handle.pod
         twin = twin_for(self.spec.get("image", ""))
         pod_dir = self.ctx.pod_dir(pod)
-        argv = twin.argv([self.host_ports[p] for p in self.listen_ports])
+        argv = twin.argv([self.bind_ports[p] for p in self.listen_ports])
         proc = await process.start(argv, env, self.workdir, self.log_path,
                                    pod_dir / f"{self.name}.pid")
         self.env, self.process = env, proc
+        if restart:
+            self.restart_count += 1
         self.container_id = f"meshlab://{proc.pid}"
         started = now()
         self.state = {"running": {"startedAt": started}}
@@ -198,7 +207,7 @@ class ContainerRunner:
     # -- probes --------------------------------------------------------------------------
     def _probe_of(self, kind: str) -> Probe | None:
         spec = self.spec.get(f"{kind.lower()}Probe")
-        return Probe(kind, spec, self.spec, self.host_ports) if spec else None
+        return Probe(kind, spec, self.spec, self.bind_ports) if spec else None
 
     async def _probe(self, proc: process.ContainerProcess) -> None:
         """Startup probe first (it gates the others), then readiness and liveness together."""
@@ -224,7 +233,7 @@ class ContainerRunner:
 
     async def _ports_answer(self) -> bool:
         for port in self.listen_ports:
-            if not (await tcp_check(self.host_ports[port], 1.0)).ok:
+            if not (await tcp_check(self.bind_ports[port], 1.0)).ok:
                 return False
         return True
 

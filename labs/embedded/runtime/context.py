@@ -9,11 +9,12 @@ from typing import Any
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.resources import ResourceType
+from ..mesh.state import HOST_PORTS
 from .ports import PortAllocator
 
 Obj = dict[str, Any]
 COMPONENT = "kubelet"
-HOST_PORTS_ANNOTATION = "meshlab.dev/host-ports"
+HOST_PORTS_ANNOTATION = HOST_PORTS
 BACKOFF_ENV = "MESHLAB_RESTART_BACKOFF_BASE"
 BACKOFF_CAP = 300.0  # the kubelet's 5 minutes
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off afresh
@@ -40,6 +41,7 @@ class RuntimeContext:
     pods_dir: Path
     node_name: str
     ports: PortAllocator = field(default_factory=PortAllocator)
+    forwarder_port: int | None = None  # the node forwarder's HTTP-proxy port, if it runs
     backoff_base: float = field(default_factory=backoff_base)
 
     @property

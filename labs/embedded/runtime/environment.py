@@ -3,8 +3,10 @@
 Order and precedence follow the kubelet: `envFrom` sources, then `env` entries (with `$(VAR)`
 expansion), then the Docker-links style service variables for names not already set. On top of a
 minimal clean base (PATH, HOME = the container's working directory, LANG, HOSTNAME = pod name) the
-runtime adds MESHLAB_POD_NAME / MESHLAB_POD_NAMESPACE / MESHLAB_POD_UID for the built-in twins.
-POD_NAME and friends are not automatic, as on a real cluster: use `fieldRef`.
+runtime adds MESHLAB_POD_NAME / MESHLAB_POD_NAMESPACE / MESHLAB_POD_UID for the built-in twins,
+the pod's network settings (`http_proxy` …, see network.py) and, first on PATH, the directory of
+the commands its images provide. POD_NAME and friends are not automatic, as on a real cluster:
+use `fieldRef`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import binascii
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,12 @@ class ContainerConfigError(Exception):
     """The container cannot be configured yet (the kubelet's CreateContainerConfigError)."""
 
 
-def base_env(pod: Obj, workdir: Path) -> dict[str, str]:
+def base_env(pod: Obj, workdir: Path, bin_dir: Path | None = None) -> dict[str, str]:
     meta = pod["metadata"]
     python_bin = str(Path(sys.executable).parent)  # `python` inside the pod is the course's
+    shims = f"{bin_dir}:" if bin_dir is not None else ""
     return {
-        "PATH": f"{BASE_PATH}:{python_bin}",
+        "PATH": f"{shims}{BASE_PATH}:{python_bin}",
         "HOME": str(workdir),
         "LANG": "C.UTF-8",
         "HOSTNAME": meta["name"],
@@ -44,8 +48,11 @@ def base_env(pod: Obj, workdir: Path) -> dict[str, str]:
     }
 
 
-def container_env(api: ObjectApi, pod: Obj, container: Obj, workdir: Path) -> dict[str, str]:
-    """The full environment; raises ContainerConfigError for a missing ConfigMap/Secret/key."""
+def container_env(api: ObjectApi, pod: Obj, container: Obj, workdir: Path, *,
+                  network: Mapping[str, str] | None = None,
+                  bin_dir: Path | None = None) -> dict[str, str]:
+    """The full environment; raises ContainerConfigError for a missing ConfigMap/Secret/key.
+    `network` and `bin_dir` extend the base, so the pod spec's own `env` still wins."""
     namespace = pod["metadata"].get("namespace", "default")
     explicit: dict[str, str] = {}
     for source in container.get("envFrom") or []:
@@ -60,7 +67,8 @@ def container_env(api: ObjectApi, pod: Obj, container: Obj, workdir: Path) -> di
         else:
             value = expand(str(var.get("value", "")), {**services, **explicit})
         explicit[name] = value
-    env = base_env(pod, workdir)
+    env = base_env(pod, workdir, bin_dir)
+    env.update(network or {})
     env.update({k: v for k, v in services.items() if k not in explicit})
     env.update(explicit)
     return env

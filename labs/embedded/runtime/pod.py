@@ -9,38 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from ..apiserver.errors import ApiError
 from ..apiserver.objects import now
+from . import network
 from .container import ContainerRunner, image_id
-from .context import GRACE_CAP, HOST_PORTS_ANNOTATION, RuntimeContext
+from .context import GRACE_CAP, RuntimeContext
 from .podstatus import pod_status
-from .probes import probe_ports
 from .twins import twin_for
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
-
-
-def _listen_ports(container: Obj) -> list[int]:
-    """TCP container ports to serve: the declared ones plus any a probe targets."""
-    declared = [int(p["containerPort"]) for p in container.get("ports") or []
-                if p.get("protocol", "TCP") == "TCP" and "containerPort" in p]
-    return list(dict.fromkeys(declared + probe_ports(container)))
-
-
-def _previous_host_ports(pod: Obj) -> dict[str, int]:
-    raw = (pod["metadata"].get("annotations") or {}).get(HOST_PORTS_ANNOTATION, "")
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class PodWorker:
@@ -54,7 +38,8 @@ class PodWorker:
         self.runners: dict[str, ContainerRunner] = {}
         self._sidecars: list[ContainerRunner] = []
         self._init_statuses: list[Obj] = []
-        self._host_ports: dict[int, int] = {}
+        self._ports = network.PodPorts(meshed=False)
+        self.command_paths: dict[str, str] = {}  # see exec_command
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._start_time = now()
@@ -87,7 +72,8 @@ class PodWorker:
                 self._release_ports()
 
     def _admit(self) -> bool:
-        """Bind to this node and record host ports before anything can become ready."""
+        """Bind to this node and record its ports before anything can start (the control plane
+        configures a sidecar from them) or become ready."""
         meta = self.pod["metadata"]
         pod = self.ctx.api.find(self.ctx.pod_rt, meta.get("namespace", ""), meta["name"])
         if pod is None or pod["metadata"].get("uid") != self.uid:
@@ -97,17 +83,11 @@ class PodWorker:
         scheduled = not spec.get("nodeName")
         if scheduled:
             spec["nodeName"] = self.ctx.node_name
-        previous = _previous_host_ports(pod)
-        for container in self._sidecar_specs() + (spec.get("containers") or []):
-            for port in _listen_ports(container):
-                if port not in self._host_ports:
-                    hint = previous.get(str(port))
-                    self._host_ports[port] = self.ctx.ports.allocate(
-                        hint if isinstance(hint, int) else None)
-        annotation = json.dumps({str(k): v for k, v in self._host_ports.items()})
+        self._ports = network.allocate(pod, self._containers(), self.ctx.ports)
+        wanted = self._ports.annotations()
         annotations = meta.setdefault("annotations", {})
-        if scheduled or annotations.get(HOST_PORTS_ANNOTATION) != annotation:
-            annotations[HOST_PORTS_ANNOTATION] = annotation
+        if scheduled or any(annotations.get(k) != v for k, v in wanted.items()):
+            annotations.update(wanted)
             try:
                 self.pod = self.ctx.api.update(self.ctx.pod_rt, meta.get("namespace", ""),
                                                meta["name"], pod).object
@@ -122,9 +102,30 @@ class PodWorker:
                            f"{self.ctx.node_name}", component="default-scheduler")
         return True
 
-    def _sidecar_specs(self) -> list[Obj]:
-        return [c for c in self.pod["spec"].get("initContainers") or []
-                if c.get("restartPolicy") == "Always"]
+    def _containers(self) -> list[Obj]:
+        """The containers that run: native sidecars (restartable init containers) first."""
+        spec = self.pod["spec"]
+        return [c for c in spec.get("initContainers") or []
+                if c.get("restartPolicy") == "Always"] + list(spec.get("containers") or [])
+
+    def _write_shims(self) -> Path | None:
+        """Scripts for the commands the pod's images provide; their directory goes on PATH."""
+        commands: dict[str, list[str]] = {}
+        for container in self._containers():
+            for name, argv in twin_for(container.get("image", "")).commands.items():
+                commands.setdefault(name, argv)
+        if not commands:
+            return None
+        bin_dir = self.ctx.pod_dir(self.pod) / "bin"
+        self.command_paths = network.write_shims(bin_dir, commands)
+        return bin_dir
+
+    def exec_command(self, command: list[str]) -> list[str]:
+        """`kubectl exec` argv with an image's absolute command path (`/usr/bin/fortio`)
+        replaced by its shim."""
+        if command and command[0] in self.command_paths:
+            return [self.command_paths[command[0]], *command[1:]]
+        return command
 
     def _start_containers(self) -> None:
         spec = self.pod["spec"]
@@ -132,13 +133,20 @@ class PodWorker:
         previous = {s["name"]: s for s in (old.get("containerStatuses") or [])
                     + (old.get("initContainerStatuses") or [])}
         claimed: set[int] = set()
+        bin_dir = self._write_shims()
+        forwarder = self.ctx.forwarder_port
 
         def runner(container: Obj, policy: str, is_init: bool) -> ContainerRunner:
-            ports = [p for p in _listen_ports(container) if p not in claimed]
+            ports = [p for p in network.listen_ports(container) if p not in claimed]
             claimed.update(ports)
             self._simulated_event(container, is_init)
-            return ContainerRunner(self.ctx, self, container, ports, self._host_ports,
-                                   restart_policy=policy, previous=previous.get(container["name"]))
+            item = ContainerRunner(
+                self.ctx, self, container, ports, self._ports.bind_ports(container),
+                restart_policy=policy, previous=previous.get(container["name"]),
+                network=network.network_env(self.pod, self._ports, container, forwarder),
+                bin_dir=bin_dir)
+            network.prepare_home(item.workdir, self._ports.meshed, forwarder)
+            return item
 
         for container in spec.get("initContainers") or []:
             if container.get("restartPolicy") == "Always":
@@ -208,8 +216,8 @@ class PodWorker:
         await asyncio.gather(*(r.stop(grace) for r in self._sidecars))
 
     def _release_ports(self) -> None:
-        self.ctx.ports.release(list(self._host_ports.values()))
-        self._host_ports.clear()
+        self.ctx.ports.release(self._ports.allocated())
+        self._ports = network.PodPorts(meshed=False)
 
     async def _terminate(self) -> None:
         """Graceful deletion: stop the containers, then remove the pod (grace period 0)."""

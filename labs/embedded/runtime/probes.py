@@ -1,9 +1,10 @@
-"""Container probes (readiness, liveness, startup) against the pod's host ports.
+"""Container probes (readiness, liveness, startup) against the ports the pod's processes use.
 
-A probe names a container port (by number or name); the runtime translates it to the host port it
-allocated. `httpGet` succeeds on a status 200-399, `tcpSocket` when the port accepts a connection,
-`exec` when the command (run like `kubectl exec`) exits 0. `grpc` is checked as a TCP connection
-(the twins do not speak the gRPC health protocol).
+A probe names a container port (by number or name); the runtime translates it to the port it
+allocated (the host port, or in capture mode the app's internal port). `httpGet` succeeds on a
+status 200-399, `tcpSocket` when the port accepts a connection, `exec` when the command (run like
+`kubectl exec`) exits 0. `grpc` is checked as a TCP connection (the twins do not speak the gRPC
+health protocol).
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ async def http_check(port: int, path: str, headers: list[Obj], timeout: float) -
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            lines = [f"GET {path} HTTP/1.0", f"Host: 127.0.0.1:{port}",
-                     "User-Agent: kube-probe/1.37", "Accept: */*"]
+            # HTTP/1.1 as the kubelet sends it: Envoy refuses HTTP/1.0 (426) by default
+            lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
+                     "User-Agent: kube-probe/1.37", "Accept: */*", "Connection: close"]
             lines += [f"{h.get('name')}: {h.get('value')}" for h in headers]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             status_line = await reader.readline()
@@ -114,7 +116,7 @@ class Probe:
     kind: str  # Readiness | Liveness | Startup
     spec: Obj
     container: Obj
-    host_ports: dict[int, int]
+    bind_ports: dict[int, int]  # container port -> where the process listens on 127.0.0.1
 
     @property
     def initial_delay(self) -> float:
@@ -140,7 +142,7 @@ class Probe:
         for handler in ("httpGet", "tcpSocket", "grpc"):
             if handler in spec:
                 port = container_port(self.container, spec[handler].get("port"))
-                host_port = self.host_ports.get(port) if port is not None else None
+                host_port = self.bind_ports.get(port) if port is not None else None
                 if host_port is None:
                     return ProbeResult(False, f"{handler} port {spec[handler].get('port')!r} "
                                        "is not a port of this container")

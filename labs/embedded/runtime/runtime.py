@@ -33,8 +33,12 @@ SHUTDOWN_GRACE = 2.0
 class PodRuntime:
     """Runs the pods bound to (or schedulable on) one node."""
 
-    def __init__(self, api: ObjectApi, state_dir: Path, node_name: str) -> None:
-        self.ctx = RuntimeContext(api, Path(state_dir) / "pods", node_name)
+    def __init__(self, api: ObjectApi, state_dir: Path, node_name: str,
+                 forwarder_port: int | None = None) -> None:
+        """`forwarder_port`: the node forwarder's HTTP-proxy port, which pods without a sidecar
+        use to reach services by name (None: no proxy settings for them)."""
+        self.ctx = RuntimeContext(api, Path(state_dir) / "pods", node_name,
+                                  forwarder_port=forwarder_port)
         self._workers: dict[str, PodWorker] = {}  # by pod uid
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -150,8 +154,9 @@ class PodRuntime:
                               f"is {phase}")
         worker = self._worker(pod)
         runner = worker.runner(container) if worker else None
-        if runner is None or not runner.running or runner.env is None:
+        if worker is None or runner is None or not runner.running or runner.env is None:
             raise ApiError(400, "BadRequest", f'unable to upgrade connection: container not '
                            f'found ("{container}")')
-        return await exec_stream.exec_websocket(request, command, runner.env, runner.workdir,
-                                                stdin, tty, runner.exec_pids)
+        return await exec_stream.exec_websocket(request, worker.exec_command(command),
+                                                runner.env, runner.workdir, stdin, tty,
+                                                runner.exec_pids)

@@ -1,22 +1,29 @@
 """Which built-in twin runs a container image.
 
-Images are simulated: nothing is pulled, and a container's `command`/`args` are not run. A known
-image maps to a twin written for it; any other image runs the generic HTTP echo server, listening on
-the host ports of the container's ports. New twins register here.
+Images are simulated: nothing is pulled, and a container's `command`/`args` are not run. The
+Istio sidecar image runs a real Envoy (`labs.embedded.mesh.sidecar`); an image the app catalog
+knows (`labs.embedded.apps.catalog`, matched by repository, any tag) runs the twin written for
+it; any other image runs the generic HTTP echo server, listening on the container's ports.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..apps.catalog import app_for, repository
+
+# Istio's proxy image, with or without a registry (docker.io, gcr.io/istio-release …)
+SIDECAR_REPOSITORIES = ("istio/proxyv2", "istio-release/proxyv2")
 
 
 @dataclass(frozen=True)
 class Twin:
     description: str  # said in the `Simulated` event, e.g. "generic HTTP echo server"
     known: bool  # written for this image (Normal event) or the fallback (Warning event)
-    argv: Callable[[list[int]], list[str]]  # host ports to listen on -> command line
+    argv: Callable[[list[int]], list[str]]  # ports to listen on -> command line
+    commands: Mapping[str, list[str]] = field(default_factory=dict)  # for `kubectl exec`
 
 
 def _echo_argv(ports: list[int]) -> list[str]:
@@ -26,9 +33,25 @@ def _echo_argv(ports: list[int]) -> list[str]:
     return argv
 
 
+def _sidecar_argv(ports: list[int]) -> list[str]:
+    """Envoy's ports come from its configuration, not from the command line."""
+    return [sys.executable, "-I", "-m", "labs.embedded.mesh.sidecar"]
+
+
 GENERIC_ECHO = Twin("generic HTTP echo server", False, _echo_argv)
+SIDECAR = Twin("Istio sidecar proxy (a real Envoy configured by the embedded control plane)",
+               True, _sidecar_argv)
+
+
+def is_sidecar_image(image: str) -> bool:
+    return repository(image) in SIDECAR_REPOSITORIES
 
 
 def twin_for(image: str) -> Twin:
-    """The twin for `image`; only the generic echo server exists so far."""
-    return GENERIC_ECHO
+    """The twin for `image`: the sidecar, a catalog app, or the generic echo server."""
+    if is_sidecar_image(image):
+        return SIDECAR
+    app = app_for(image)
+    if app is None:
+        return GENERIC_ECHO
+    return Twin(app.description, True, app.argv, dict(app.commands))

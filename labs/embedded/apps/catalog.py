@@ -1,0 +1,69 @@
+"""Which built-in twin runs which sample-app image (the runtime asks, by image reference).
+
+Images are matched by repository: a registry prefix (`docker.io/`, `quay.io/`, …) and any tag or
+digest are ignored, so the course's manifests work unchanged on kind (real images) and in the
+embedded cluster (twins). An image not listed here gets the generic echo server from the runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .http import launcher, python_module
+
+
+@dataclass(frozen=True)
+class App:
+    description: str  # said in the `Simulated` event, e.g. "bookinfo reviews v2 twin"
+    argv: Callable[[list[int]], list[str]]  # ports (one per declared containerPort) -> command
+    commands: Mapping[str, list[str]] = field(default_factory=dict)  # for `kubectl exec`
+
+
+_FORTIO = python_module("labs.embedded.apps.fortio")
+_STARS = {"v1": "no stars", "v2": "black stars", "v3": "red stars"}
+
+APPS: dict[str, App] = {
+    "istio/examples-bookinfo-productpage-v1": App(
+        "bookinfo productpage twin", launcher("labs.embedded.apps.bookinfo.productpage")),
+    "istio/examples-bookinfo-details-v1": App(
+        "bookinfo details v1 twin", launcher("labs.embedded.apps.bookinfo.details")),
+    "istio/examples-bookinfo-ratings-v1": App(
+        "bookinfo ratings v1 twin", launcher("labs.embedded.apps.bookinfo.ratings")),
+    **{f"istio/examples-bookinfo-reviews-{v}": App(
+        f"bookinfo reviews {v} twin ({stars})",
+        launcher("labs.embedded.apps.bookinfo.reviews", "--version", v))
+       for v, stars in _STARS.items()},
+    "mccutchen/go-httpbin": App(
+        "httpbin twin (go-httpbin)", launcher("labs.embedded.apps.httpbin", "--flavor", "go")),
+    **{repo: App(f"httpbin twin ({repo})",
+                 launcher("labs.embedded.apps.httpbin", "--flavor", "python"))
+       for repo in ("kennethreitz/httpbin", "kong/httpbin")},
+    **{repo: App("curl client twin (sleeps; `kubectl exec` runs the host's curl)",
+                 launcher("labs.embedded.apps.sleeper"))
+       for repo in ("curlimages/curl", "curl/curl")},
+    "fortio/fortio": App(
+        "fortio twin (echo server; `fortio load`/`fortio curl` for kubectl exec)",
+        launcher("labs.embedded.apps.fortio", "server"),
+        {"fortio": _FORTIO, "/usr/bin/fortio": _FORTIO}),
+}
+
+
+def repository(image: str) -> str:
+    """`docker.io/istio/proxyv2:1.30.0@sha256:…` -> `istio/proxyv2` (registry, tag and digest
+    removed; a first component with a dot or a port, or `localhost`, is a registry; Docker Hub's
+    `library/` prefix is dropped)."""
+    name = image.strip().split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name[: name.rindex(":")]
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] == "library":
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def app_for(image: str) -> App | None:
+    """The twin for `image`, or None when the catalog does not know it."""
+    return APPS.get(repository(image))

@@ -1,0 +1,6 @@
+"""The embedded Istio mesh: a control plane that programs real Envoy sidecars from the cluster's
+objects (controlplane.py), the builders of their configuration (xds/), the mesh CA, sidecar
+injection, the node forwarder, and telemetry (telemetry.py, prometheus.py).
+
+Kept free of imports: the runtime imports `mesh.state` without pulling in the control plane.
+"""

@@ -1,0 +1,140 @@
+"""The node forwarder: one Envoy per cluster standing in for kube-proxy for pods without a sidecar.
+
+Pods without a sidecar get `http_proxy` pointing at its `port`; the control plane writes its
+listeners, clusters and routes into `files.xds_dir` like any sidecar's. This module only runs the
+process: it writes the bootstrap and empty xDS files, starts Envoy (dying with the daemon, as the
+runtime's containers do), restarts it when it crashes, with a back-off capped at a few seconds,
+and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from ..runtime.probes import http_check
+from ..runtime.process import child_setup
+from .envoy import bootstrap, envoy_command, write_bootstrap, write_empty_xds
+from .state import TRUST_DOMAIN, ProxyFiles
+
+log = logging.getLogger(__name__)
+NODE_ID = f"router~127.0.0.1~forwarder.meshlab~meshlab.svc.{TRUST_DOMAIN}"
+CLUSTER = "node-forwarder"
+READY_TIMEOUT = 10.0
+READY_POLL = 0.02
+RESTART_BACKOFF = 0.2  # first delay after a crash; doubles while crashes follow each other
+RESTART_BACKOFF_CAP = 5.0
+STABLE_AFTER = 30.0  # a run this long resets the back-off
+STOP_GRACE = 2.0
+
+
+class ForwarderError(RuntimeError):
+    """The forwarder's Envoy did not start."""
+
+
+class NodeForwarder:
+    """Runs and supervises the node forwarder's Envoy."""
+
+    def __init__(self, state_dir: Path, port: int, admin_port: int) -> None:
+        self.dir = Path(state_dir) / "forwarder"
+        self.port = port
+        self.admin_port = admin_port
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def files(self) -> ProxyFiles:
+        return ProxyFiles(self.dir / "xds")
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "envoy.log"
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.dir / "bootstrap.yaml"
+
+    @property
+    def pid(self) -> int | None:
+        """The running Envoy's pid (None while stopped or between restarts)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    async def start(self) -> None:
+        """Write the files, start Envoy and wait until its admin says it is live."""
+        if self._supervisor is not None:
+            raise ForwarderError("the node forwarder is already running")
+        config = bootstrap(NODE_ID, CLUSTER, self.admin_port, self.files)
+
+        def write() -> None:
+            write_empty_xds(self.files)
+            write_bootstrap(self.bootstrap_path, config)
+        await asyncio.to_thread(write)
+        proc = await self._spawn()
+        await self._until_ready(proc)
+        self._supervisor = asyncio.create_task(self._supervise(), name="node-forwarder")
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self._proc = await asyncio.create_subprocess_exec(
+                *envoy_command(self.bootstrap_path, admin_log=self.log_path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, preexec_fn=child_setup())
+        return self._proc
+
+    async def _until_ready(self, proc: asyncio.subprocess.Process) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not (await http_check(self.admin_port, "/ready", [], 1.0)).ok:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                await self._kill(proc)
+                raise ForwarderError(
+                    f"the node forwarder's Envoy did not become ready on admin port "
+                    f"127.0.0.1:{self.admin_port} (exit code {proc.returncode}); see "
+                    f"{self.log_path}")
+            await asyncio.sleep(READY_POLL)
+
+    async def _supervise(self) -> None:
+        delay = RESTART_BACKOFF
+        while True:
+            proc = self._proc
+            assert proc is not None
+            started = time.monotonic()
+            code = await proc.wait()
+            if time.monotonic() - started > STABLE_AFTER:
+                delay = RESTART_BACKOFF
+            log.warning("node forwarder Envoy exited with %s; restarting in %.1fs (log: %s)",
+                        code, delay, self.log_path)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_BACKOFF_CAP)
+            try:
+                await self._spawn()
+            except OSError as exc:
+                log.error("node forwarder Envoy could not be restarted: %s", exc)
+                continue
+            self.restarts += 1
+
+    async def stop(self) -> None:
+        """Stop supervising, then SIGTERM Envoy (SIGKILL if it lingers)."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+        if self._proc is not None:
+            await self._kill(self._proc)
+            self._proc = None
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()

@@ -1,0 +1,86 @@
+"""What the `istio-proxy` container runs: write this sidecar's Envoy bootstrap, then become Envoy.
+
+The runtime passes the proxy's ports in the environment; HOME is the container's directory and
+the control plane writes the proxy's listeners, clusters and routes into `$HOME/xds`. The process
+replaces itself with Envoy (`execv`), so the container's pid is Envoy's, stopping the container
+stops Envoy, and Envoy's stdout (the access log) is the container's log.
+
+    python -m labs.embedded.mesh.sidecar
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from .envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
+from .state import TRUST_DOMAIN, ProxyFiles
+
+ADMIN_PORT_ENV = "MESHLAB_PROXY_ADMIN_PORT"
+OUTBOUND_PORT_ENV = "MESHLAB_PROXY_OUTBOUND_PORT"
+WORKLOAD_ENV = "MESHLAB_WORKLOAD_NAME"
+POD_NAME_ENV = "MESHLAB_POD_NAME"
+POD_NAMESPACE_ENV = "MESHLAB_POD_NAMESPACE"
+BOOTSTRAP_FILE = "bootstrap.yaml"
+
+
+class SidecarConfigError(Exception):
+    """The environment does not say enough to start this sidecar."""
+
+
+def node_id(pod: str, namespace: str) -> str:
+    """Istio's sidecar node id: `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`."""
+    return f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.{TRUST_DOMAIN}"
+
+
+def xds_files(home: Path) -> ProxyFiles:
+    """Where a sidecar whose container directory is `home` reads its configuration."""
+    return ProxyFiles(home / "xds")
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SidecarConfigError(
+            f"{name} is not set: the istio-proxy container is started by the embedded "
+            "cluster's runtime, which sets it (run the pod in the cluster, not by hand)")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int:
+    raw = _required(env, name)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SidecarConfigError(f"{name}={raw!r} is not a TCP port number")
+    return int(raw)
+
+
+def prepare(env: Mapping[str, str]) -> list[str]:
+    """Write the bootstrap and empty xDS files; return the Envoy command line to run."""
+    admin = _port(env, ADMIN_PORT_ENV)
+    outbound = _port(env, OUTBOUND_PORT_ENV)
+    pod, namespace = _required(env, POD_NAME_ENV), _required(env, POD_NAMESPACE_ENV)
+    home = Path(_required(env, "HOME"))
+    files = xds_files(home)
+    write_empty_xds(files)
+    path = home / BOOTSTRAP_FILE
+    cluster = f"{env.get(WORKLOAD_ENV) or pod}.{namespace}"
+    write_bootstrap(path, bootstrap(node_id(pod, namespace), cluster, admin, files))
+    print(f"sidecar for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
+          f"proxy on 127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",
+          flush=True)
+    return envoy_command(path)
+
+
+def main() -> None:
+    try:
+        argv = prepare(os.environ)
+    except (SidecarConfigError, EnvoyNotFound) as exc:
+        print(f"istio-proxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

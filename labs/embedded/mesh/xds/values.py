@@ -1,0 +1,81 @@
+"""Istio field values converted to Envoy's: durations, percentages, RE2 regexes.
+
+Each converter raises `ConfigError` naming the field and the fix, so one bad object is reported
+and skipped instead of breaking the configuration of every proxy.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
+# Constructs Python accepts but RE2 (Envoy's regex engine) rejects.
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
+
+
+class ConfigError(ValueError):
+    """An Istio object the mesh cannot translate; the message says where and how to fix it."""
+
+
+def duration(value: object, where: str) -> str:
+    """A Go/protobuf duration (`10s`, `1.5s`, `100ms`, `1m30s`) as Envoy's `<seconds>s`."""
+    text = str(value).strip()
+    seconds = 0.0
+    position = 0
+    for part in _DURATION_PART.finditer(text):
+        if part.start() != position:
+            break
+        seconds += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
+        position = part.end()
+    if not text or position != len(text):
+        raise ConfigError(f"{where}: {value!r} is not a duration; write it like 10s, 500ms "
+                          f"or 1m30s")
+    return seconds_text(seconds)
+
+
+def seconds_text(seconds: float) -> str:
+    whole = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{whole}s"
+
+
+def percent(value: object, where: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a number; write a percentage such "
+                          f"as 50 or 0.5") from None
+    if not 0 <= number <= 100:
+        raise ConfigError(f"{where}: {number} is outside 0..100")
+    return number
+
+
+def fractional_percent(value: float) -> dict[str, object]:
+    """Istio's translation of a percentage: parts per million keep fractions like 0.1 %."""
+    return {"numerator": round(value * 10000), "denominator": "MILLION"}
+
+
+def regex(value: object, where: str) -> str:
+    """An RE2 pattern for Envoy's `safe_regex`, checked here so Envoy never rejects the file."""
+    text = str(value)
+    if _NOT_RE2.search(text):
+        raise ConfigError(f"{where}: {text!r} uses lookaround or a backreference, which RE2 "
+                          f"(Istio's and Envoy's regex engine) does not support")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"{where}: {text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+def integer(value: object, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{where}: {value!r} is not an integer")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an integer") from None
+    if number < minimum:
+        raise ConfigError(f"{where}: {number} is below the minimum {minimum}")
+    return number

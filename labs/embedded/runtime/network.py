@@ -1,0 +1,140 @@
+"""A pod's network on the shared loopback: which ports its processes listen on, and the proxy
+its processes send requests through.
+
+Every pod shares 127.0.0.1, so each container port gets a host port (annotation
+`meshlab.dev/host-ports`, listed in Endpoints). A pod with an `istio-proxy` container is in
+*capture mode*: there is no iptables, so the sidecar's inbound listener takes the host port and
+the app moves to a second, internal port (`meshlab.dev/app-ports`); the sidecar also gets an
+admin and an outbound HTTP-proxy port (`meshlab.dev/proxy-ports`). The control plane reads all
+three annotations to write the sidecar's configuration, so they are written before any container
+starts. Apps reach services by name through an HTTP proxy: their sidecar's outbound listener in
+a meshed pod, the node forwarder (standing in for kube-proxy) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..mesh import state
+from ..mesh.sidecar import ADMIN_PORT_ENV, OUTBOUND_PORT_ENV, WORKLOAD_ENV
+from .ports import PortAllocator
+from .probes import probe_ports
+
+Obj = dict[str, Any]
+HOST_PORTS_ENV = "MESHLAB_HOST_PORTS"
+NO_PROXY = "localhost,127.0.0.1,::1"
+# curl then tunnels (CONNECT host:port) through the node forwarder instead of sending the
+# request to it: a plaintext client meets a STRICT mTLS server exactly as in a real mesh
+CURLRC = "proxytunnel\n"
+
+
+def listen_ports(container: Obj) -> list[int]:
+    """TCP container ports to serve: the declared ones plus any a probe targets."""
+    declared = [int(p["containerPort"]) for p in container.get("ports") or []
+                if p.get("protocol", "TCP") == "TCP" and "containerPort" in p]
+    return list(dict.fromkeys(declared + probe_ports(container)))
+
+
+def is_sidecar(container: Obj) -> bool:
+    return container.get("name") == state.SIDECAR_CONTAINER
+
+
+@dataclass
+class PodPorts:
+    """The ports allocated to one pod, by container port."""
+
+    meshed: bool
+    host: dict[int, int] = field(default_factory=dict)
+    app: dict[int, int] = field(default_factory=dict)  # capture mode: where the app listens
+    proxy: dict[str, int] = field(default_factory=dict)  # capture mode: {"admin", "outbound"}
+
+    def annotations(self) -> dict[str, str]:
+        def dump(ports: Mapping[Any, int]) -> str:
+            return json.dumps({str(k): v for k, v in ports.items()})
+        out = {state.HOST_PORTS: dump(self.host)}
+        if self.meshed:
+            out[state.APP_PORTS] = dump(self.app)
+            out[state.PROXY_PORTS] = dump(self.proxy)
+        return out
+
+    def allocated(self) -> list[int]:
+        return [*self.host.values(), *self.app.values(), *self.proxy.values()]
+
+    def bind_ports(self, container: Obj) -> dict[int, int]:
+        """Container port -> the port its process listens on (and its probes check): the app
+        port in capture mode, except for the sidecar itself; the host port otherwise."""
+        app = {} if is_sidecar(container) else self.app
+        return {port: app.get(port) or self.host[port] for port in listen_ports(container)}
+
+
+def allocate(pod: Obj, containers: list[Obj], allocator: PortAllocator) -> PodPorts:
+    """Ports for `containers` of `pod`, the ones a previous daemon gave it when still free."""
+    previous = {state.HOST_PORTS: state.host_ports(pod), state.APP_PORTS: state.app_ports(pod),
+                state.PROXY_PORTS: state.proxy_ports(pod)}
+
+    def take(annotation: str, key: object) -> int:
+        return allocator.allocate(previous[annotation].get(str(key)))
+
+    ports = PodPorts(meshed=state.has_sidecar(pod))
+    for container in containers:
+        for port in listen_ports(container):
+            if port in ports.host:
+                continue
+            ports.host[port] = take(state.HOST_PORTS, port)
+            if ports.meshed and not is_sidecar(container):
+                ports.app[port] = take(state.APP_PORTS, port)
+    if ports.meshed:
+        ports.proxy = {key: take(state.PROXY_PORTS, key) for key in ("admin", "outbound")}
+    return ports
+
+
+def proxy_env(url: str) -> dict[str, str]:
+    """Both spellings: curl reads only the lower-case `http_proxy`, other tools either."""
+    return {"http_proxy": url, "HTTP_PROXY": url, "no_proxy": NO_PROXY, "NO_PROXY": NO_PROXY}
+
+
+def network_env(pod: Obj, ports: PodPorts, container: Obj,
+                forwarder_port: int | None) -> dict[str, str]:
+    """What a container (and `kubectl exec` in it) needs to reach services, or, for the
+    sidecar, to configure itself."""
+    if ports.meshed and is_sidecar(container):
+        return {ADMIN_PORT_ENV: str(ports.proxy["admin"]),
+                OUTBOUND_PORT_ENV: str(ports.proxy["outbound"]),
+                HOST_PORTS_ENV: ports.annotations()[state.HOST_PORTS],
+                WORKLOAD_ENV: state.workload_name(pod)}
+    if ports.meshed:
+        return proxy_env(f"http://127.0.0.1:{ports.proxy['outbound']}")
+    if forwarder_port is not None:
+        return proxy_env(f"http://127.0.0.1:{forwarder_port}")
+    return {}
+
+
+def prepare_home(workdir: Path, meshed: bool, forwarder_port: int | None) -> None:
+    """Pods without a sidecar get the `.curlrc` that makes curl tunnel through the forwarder."""
+    if not meshed and forwarder_port is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / ".curlrc").write_text(CURLRC)
+
+
+def write_shims(bin_dir: Path, commands: Mapping[str, list[str]]) -> dict[str, str]:
+    """One small script per command an image provides (`fortio`, or `/usr/bin/fortio` as
+    Istio's tasks type it), named after the command's base name. Returns the absolute paths
+    the image has its commands at -> the script, for exec to translate (the host has no
+    `/usr/bin/fortio`, and an image's own file would win over the host's anyway)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    aliases: dict[str, str] = {}
+    for command, argv in commands.items():
+        name = PurePosixPath(command).name
+        if name in ("", ".", ".."):
+            raise ValueError(f"app catalog command {command!r} has no usable name")
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
+        shim.chmod(0o755)
+        if command.startswith("/"):
+            aliases[command] = str(shim)
+    return aliases

@@ -1,0 +1,446 @@
+"""Does the runtime run the data plane of the embedded mesh: capture mode for pods with an
+`istio-proxy` container (a real Envoy), the proxy environment of every pod, exec shims for the
+commands an image provides, and the node forwarder's Envoy?
+
+Each test builds an in-process API (`ObjectApi` over an in-memory `Store`) with a `PodRuntime`
+on a temporary state directory; `kubectl exec` goes over real HTTPS through the `ApiServer`. The
+sidecar container is written into the pod spec here (injection is not under test), and the
+listener the control plane would write is written by hand. Every process a test starts is
+stopped before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import wait_until
+
+from labs.embedded.apiserver.api import ObjectApi
+from labs.embedded.apiserver.resources import ResourceRegistry
+from labs.embedded.apiserver.server import ApiServer
+from labs.embedded.apiserver.store import Store
+from labs.embedded.mesh import envoy, sidecar
+from labs.embedded.mesh.forwarder import NodeForwarder
+from labs.embedded.mesh.state import APP_PORTS, HOST_PORTS, PROXY_PORTS, ProxyFiles
+from labs.embedded.pki import server_context, serving_files
+from labs.embedded.runtime import PodRuntime, twins
+from labs.embedded.runtime.context import BACKOFF_ENV
+from labs.embedded.runtime.ports import PortAllocator
+from labs.embedded.runtime.probes import tcp_check
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+TOKEN = "mesh-runtime-test-token"
+NODE = "meshlab-mesh-node"
+PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
+Obj = dict[str, Any]
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BACKOFF_ENV, "0.5")
+
+
+class Cluster:
+    """API + runtime + HTTPS API server (for kubectl exec) for one test."""
+
+    def __init__(self, state_dir: Path, forwarder_port: int | None = None,
+                 api: ObjectApi | None = None) -> None:
+        self.state_dir = state_dir
+        self.forwarder_port = forwarder_port
+        self.api = api or ObjectApi(Store(None), ResourceRegistry())
+        self.rt = {p: self.api.registry.lookup("", "v1", p)
+                   for p in ("pods", "namespaces", "events")}
+        self.kubeconfig = state_dir / "kubeconfig"
+
+    async def __aenter__(self) -> Cluster:
+        if self.api.find(self.rt["namespaces"], "", "default") is None:
+            self.api.create(self.rt["namespaces"], "", {"metadata": {"name": "default"}})
+        self.runtime = PodRuntime(self.api, self.state_dir, NODE,
+                                  forwarder_port=self.forwarder_port)
+        self.task = asyncio.create_task(self.runtime.run())
+        tls = serving_files(self.state_dir, "t")
+        self.server = web.AppRunner(ApiServer(self.api, TOKEN, pod_io=self.runtime).app(),
+                                    access_log=None, shutdown_timeout=1)
+        await self.server.setup()
+        site = web.TCPSite(self.server, "127.0.0.1", 0, ssl_context=server_context(tls))
+        await site.start()
+        port = self.server.addresses[0][1]
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                   "certificate-authority": str(tls.ca_cert)}}],
+            "users": [{"name": "t", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t",
+                                                   "namespace": "default"}}]}))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.server.cleanup()
+
+    def create(self, pod: Obj) -> Obj:
+        return self.api.create(self.rt["pods"], "default", pod).object
+
+    def pod(self, name: str) -> Obj | None:
+        return self.api.find(self.rt["pods"], "default", name)
+
+    def events(self, name: str) -> list[Obj]:
+        items, _ = self.api.list(self.rt["events"], "default")
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+    def container_ready(self, name: str, container: str) -> bool:
+        statuses = ((self.pod(name) or {}).get("status") or {}).get("containerStatuses") or []
+        return any(s["name"] == container and s["ready"] for s in statuses)
+
+    async def ready_pod(self, name: str) -> Obj:
+        def ready() -> Obj | None:
+            pod = self.pod(name)
+            conds = (pod or {}).get("status", {}).get("conditions") or []
+            ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+            return pod if ok else None
+        return await wait_until(ready, f"pod {name} Ready")
+
+    async def kubectl(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(KUBECTL), f"--kubeconfig={self.kubeconfig}", *args,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "HOME": str(self.state_dir)})
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    async def exec_env(self, pod: str, container: str) -> dict[str, str]:
+        code, out, err = await self.kubectl("exec", pod, "-c", container, "--", "env")
+        assert code == 0, err
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def plain_pod(name: str, image: str = "example/web:1") -> Obj:
+    return {"metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"containers": [{"name": "app", "image": image,
+                                     "ports": [{"containerPort": 8080}]}]}}
+
+
+def meshed_pod(name: str, image: str = "example/web:1") -> Obj:
+    """A pod as injection leaves it: the app plus an istio-proxy container whose readiness
+    probe asks the sidecar's health listener (port 15021)."""
+    pod = plain_pod(name, image)
+    pod["spec"]["containers"].append({
+        "name": "istio-proxy", "image": PROXY_IMAGE,
+        "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021},
+                           "periodSeconds": 1}})
+    return pod
+
+
+def annotation(pod: Obj, key: str) -> dict[str, int]:
+    return json.loads(pod["metadata"]["annotations"][key])
+
+
+def container_pid(pod: Obj, container: str) -> int:
+    status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+    return int(status["containerID"].split("://")[1])
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
+def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def accepts(port: int) -> bool:
+    return (await tcp_check(port, 1.0)).ok
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str,
+                     timeout: float = 15) -> None:
+    """`wait_until` for checks that are coroutines."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def write_atomically(path: Path, config: Obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config))
+    tmp.replace(path)
+
+
+def health_listener(port: int) -> Obj:
+    """The smallest listener the control plane's health listener could be."""
+    hcm = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+           "HttpConnectionManager")
+    return {"resources": [{
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": "health",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": hcm, "stat_prefix": "health",
+                "route_config": {"virtual_hosts": [{
+                    "name": "health", "domains": ["*"],
+                    "routes": [{"match": {"path": "/healthz/ready"},
+                                "direct_response": {"status": 200}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3."
+                             "Router"}}]}}]}]}]}
+
+
+def run(coro: Any) -> None:
+    asyncio.run(coro)
+
+
+# -- tests --------------------------------------------------------------------------------------
+def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
+    """Does the sidecar write a bootstrap (Istio-style node id) and empty xDS files that the
+    real Envoy accepts, without replacing files the control plane already wrote?"""
+    home = tmp_path / "istio-proxy"
+    files = ProxyFiles(home / "xds")
+    files.xds_dir.mkdir(parents=True)
+    files.cds.write_text("resources: []  # written by the control plane\n")
+    argv = sidecar.prepare({"HOME": str(home), "MESHLAB_POD_NAME": "reviews-v1-abc",
+                            "MESHLAB_POD_NAMESPACE": "shop", "MESHLAB_WORKLOAD_NAME": "reviews-v1",
+                            "MESHLAB_PROXY_ADMIN_PORT": "15000",
+                            "MESHLAB_PROXY_OUTBOUND_PORT": "15001"})
+    assert argv[0] == str(envoy.envoy_binary()) and "--disable-hot-restart" in argv
+    text = (home / "bootstrap.yaml").read_text()
+    assert "sidecar~127.0.0.1~reviews-v1-abc.shop~shop.svc.cluster.local" in text
+    assert "cluster: reviews-v1.shop" in text
+    assert files.lds.read_text() == files.rds.read_text() == "resources: []\n"
+    assert "control plane" in files.cds.read_text()
+    assert files.cert_sds.parent.is_dir()
+    result = subprocess.run([*argv, "--mode", "validate"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+    with pytest.raises(sidecar.SidecarConfigError, match="MESHLAB_PROXY_ADMIN_PORT"):
+        sidecar.prepare({"HOME": str(home)})
+
+
+def test_sidecar_image_is_recognised_with_or_without_registry() -> None:
+    """Is `istio/proxyv2` recognised at any tag, with or without a registry, and only it?"""
+    for image in ("istio/proxyv2:1.30.0", PROXY_IMAGE, "docker.io/istio/proxyv2",
+                  "gcr.io/istio-release/proxyv2:1.30.0", "localhost:5000/istio/proxyv2:dev"):
+        assert twins.twin_for(image) is twins.SIDECAR, image
+    for image in ("istio/pilot:1.30.0", "example/proxyv2:1", "myistio/proxyv2:1"):
+        assert twins.twin_for(image) is not twins.SIDECAR, image
+
+
+def test_meshed_pod_runs_envoy_and_turns_ready_once_configured(tmp_path: Path) -> None:
+    """Does a pod with an istio-proxy container get host, app and proxy ports before it
+    starts, its app listen on the app port, a real Envoy answer on the admin port, and the pod
+    turn Ready only once a health listener is configured on port 15021's host port?"""
+    async def scenario() -> None:
+        async with Cluster(tmp_path) as c:
+            c.create(meshed_pod("web"))
+            pod = await wait_until(lambda: c.container_ready("web", "app") and c.pod("web"),
+                                   "the app container ready")
+            host, app, proxy = (annotation(pod, k) for k in (HOST_PORTS, APP_PORTS, PROXY_PORTS))
+            assert set(host) == {"8080", "15090", "15021"} and set(app) == {"8080"}
+            assert set(proxy) == {"admin", "outbound"}
+            allocated = [*host.values(), *app.values(), *proxy.values()]
+            assert len(set(allocated)) == len(allocated)
+
+            status, body = await asyncio.to_thread(http_get, app["8080"], "/hi")
+            assert status == 200 and json.loads(body)["path"] == "/hi"
+            assert not await accepts(host["8080"])  # the sidecar's inbound port, later
+
+            await eventually(lambda: accepts(proxy["admin"]), "Envoy's admin listener")
+            pid = container_pid(pod, "istio-proxy")
+            exe = Path(os.readlink(f"/proc/{pid}/exe"))
+            assert exe == envoy.envoy_binary().resolve()  # the container's pid is Envoy
+            live = await asyncio.to_thread(http_get, proxy["admin"], "/ready")
+            assert live == (200, b"LIVE\n")
+            assert not c.container_ready("web", "istio-proxy")  # no health listener yet
+            ready = next(x for x in c.pod("web")["status"]["conditions"]
+                         if x["type"] == "Ready")
+            assert ready["status"] == "False" and "istio-proxy" in ready["message"]
+
+            files = ProxyFiles(c.runtime.ctx.pod_dir(pod) / "istio-proxy" / "xds")
+            write_atomically(files.lds, health_listener(host["15021"]))
+            pod = await c.ready_pod("web")
+            statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
+            assert statuses["istio-proxy"]["ready"] and statuses["istio-proxy"]["restartCount"] == 0
+
+            simulated = [e for e in c.events("web") if e["reason"] == "Simulated"]
+            proxy_event = next(e for e in simulated if "istio-proxy" in e["message"])
+            assert proxy_event["type"] == "Normal" and "Envoy" in proxy_event["message"]
+            chunks = [chunk async for chunk in c.runtime.log_stream(
+                pod, "istio-proxy", follow=False, tail_lines=None, previous=False,
+                since_seconds=None, timestamps=False)]
+            assert b"sidecar for default/web" in b"".join(chunks)
+        assert not alive(pid)
+    run(scenario())
+
+
+def test_daemon_restart_keeps_a_meshed_pods_ports(tmp_path: Path) -> None:
+    """When the daemon comes back, does a meshed pod keep its host, app and proxy ports?"""
+    async def scenario() -> None:
+        api = ObjectApi(Store(None), ResourceRegistry())
+        async with Cluster(tmp_path, api=api) as c:
+            c.create(meshed_pod("durable"))
+            pod = await wait_until(lambda: c.container_ready("durable", "app")
+                                   and c.pod("durable"), "the app container ready")
+            before = {k: pod["metadata"]["annotations"][k]
+                      for k in (HOST_PORTS, APP_PORTS, PROXY_PORTS)}
+        async with Cluster(tmp_path, api=api) as c:
+            def restarted() -> Obj | None:
+                pod = c.pod("durable")
+                statuses = pod["status"]["containerStatuses"]
+                return pod if all(s["restartCount"] == 1 for s in statuses) and \
+                    c.container_ready("durable", "app") else None
+            pod = await wait_until(restarted, "containers running again")
+            assert {k: pod["metadata"]["annotations"][k] for k in before} == before
+    run(scenario())
+
+
+def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
+    """Do exec sessions in a meshed pod go through its sidecar's outbound port, the sidecar
+    itself get its ports but no proxy, and a pod without a sidecar go through the node
+    forwarder with a `.curlrc` that makes curl tunnel?"""
+    forwarder_port = PortAllocator().allocate()
+
+    async def scenario() -> None:
+        async with Cluster(tmp_path, forwarder_port=forwarder_port) as c:
+            c.create(meshed_pod("meshed"))
+            c.create(plain_pod("plain"))
+            await c.ready_pod("plain")
+            pod = await wait_until(lambda: c.container_ready("meshed", "app")
+                                   and c.pod("meshed"), "the meshed app container ready")
+            outbound = annotation(pod, PROXY_PORTS)["outbound"]
+
+            env = await c.exec_env("meshed", "app")
+            assert env["http_proxy"] == env["HTTP_PROXY"] == f"http://127.0.0.1:{outbound}"
+            assert env["no_proxy"] == env["NO_PROXY"] == "localhost,127.0.0.1,::1"
+            env = await c.exec_env("meshed", "istio-proxy")
+            assert "http_proxy" not in env and "HTTP_PROXY" not in env
+            assert env["MESHLAB_PROXY_ADMIN_PORT"] == str(annotation(pod, PROXY_PORTS)["admin"])
+            assert env["MESHLAB_PROXY_OUTBOUND_PORT"] == str(outbound)
+            assert json.loads(env["MESHLAB_HOST_PORTS"]) == annotation(pod, HOST_PORTS)
+            env = await c.exec_env("plain", "app")
+            assert env["http_proxy"] == env["HTTP_PROXY"] == f"http://127.0.0.1:{forwarder_port}"
+
+            code, out, _ = await c.kubectl("exec", "plain", "--", "cat", ".curlrc")
+            assert (code, out) == (0, "proxytunnel\n")
+            for container in ("app", "istio-proxy"):
+                code, _, _ = await c.kubectl("exec", "meshed", "-c", container, "--",
+                                             "test", "-e", ".curlrc")
+                assert code == 1, container
+            assert "meshlab.dev/app-ports" not in c.pod("plain")["metadata"]["annotations"]
+    run(scenario())
+
+
+def test_no_proxy_settings_without_a_forwarder(tmp_path: Path) -> None:
+    """Without a node forwarder, does a plain pod get no proxy settings and no `.curlrc`?"""
+    async def scenario() -> None:
+        async with Cluster(tmp_path) as c:
+            c.create(plain_pod("plain"))
+            await c.ready_pod("plain")
+            env = await c.exec_env("plain", "app")
+            assert "http_proxy" not in env and "HTTP_PROXY" not in env
+            code, _, _ = await c.kubectl("exec", "plain", "--", "test", "-e", ".curlrc")
+            assert code == 1
+    run(scenario())
+
+
+def test_commands_an_image_provides_are_on_path(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Does a command the catalog says an image provides (like `fortio`) run in
+    `kubectl exec`, through a shim first on PATH, and is the catalog's description the
+    `Simulated` event?"""
+    from labs.embedded.apps.catalog import App
+
+    tool = [sys.executable, "-c", "import sys; print('tool', *sys.argv[1:])"]
+    loadgen = App(description="load generator twin", argv=twins.GENERIC_ECHO.argv,
+                  commands={"loadgen": tool})
+    monkeypatch.setattr(twins, "app_for",
+                        lambda image: loadgen if image.startswith("example/loadgen") else None)
+
+    async def scenario() -> None:
+        async with Cluster(tmp_path) as c:
+            c.create(plain_pod("gen", image="example/loadgen:1"))
+            c.create(plain_pod("other"))
+            pod = await c.ready_pod("gen")
+            await c.ready_pod("other")
+            code, out, err = await c.kubectl("exec", "gen", "--", "loadgen", "load", "-n", "3")
+            assert (code, out) == (0, "tool load -n 3\n"), err
+            code, out, _ = await c.kubectl("exec", "gen", "--", "sh", "-c", "command -v loadgen")
+            assert out.strip() == str(c.runtime.ctx.pod_dir(pod) / "bin" / "loadgen")
+            code, _, err = await c.kubectl("exec", "other", "--", "loadgen")
+            assert code != 0 and "executable file not found" in err
+            event = next(e for e in c.events("gen") if e["reason"] == "Simulated")
+            assert event["type"] == "Normal" and "load generator twin" in event["message"]
+    run(scenario())
+
+
+def test_catalog_fortio_runs_in_exec_by_name_and_by_image_path(tmp_path: Path) -> None:
+    """Does `kubectl exec <fortio pod> -- fortio …` work, and `/usr/bin/fortio …` as Istio's
+    tasks type it?"""
+    async def scenario() -> None:
+        async with Cluster(tmp_path) as c:
+            c.create(plain_pod("fortio", image="fortio/fortio:latest_release"))
+            pod = await c.ready_pod("fortio")
+            code, out, err = await c.kubectl("exec", "fortio", "--", "sh", "-c",
+                                             "command -v fortio")
+            assert (code, out.strip()) == (0, str(c.runtime.ctx.pod_dir(pod) / "bin" / "fortio"))
+            for command in ("fortio", "/usr/bin/fortio"):
+                code, out, err = await c.kubectl("exec", "fortio", "--", command, "version")
+                assert code == 0 and out.strip()[:1].isdigit(), (command, out, err)
+    run(scenario())
+
+
+def test_node_forwarder_runs_restarts_and_stops(tmp_path: Path) -> None:
+    """Does the node forwarder start a real Envoy that reads its xDS directory, restart it
+    after a SIGKILL, and stop it cleanly?"""
+    ports = PortAllocator()
+    port, admin = ports.allocate(), ports.allocate()
+
+    async def scenario() -> None:
+        forwarder = NodeForwarder(tmp_path, port, admin)
+        await forwarder.start()
+        try:
+            assert (await asyncio.to_thread(http_get, admin, "/ready")) == (200, b"LIVE\n")
+            write_atomically(forwarder.files.lds, health_listener(port))
+            await eventually(lambda: accepts(port), "the forwarder's listener")
+            assert (await asyncio.to_thread(http_get, port, "/healthz/ready"))[0] == 200
+
+            first = forwarder.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            await wait_until(lambda: forwarder.pid not in (None, first), "a restarted Envoy")
+            assert forwarder.restarts == 1
+            await eventually(lambda: accepts(port), "the listener after the restart")
+            second = forwarder.pid
+        finally:
+            await forwarder.stop()
+        assert second is not None and not alive(second) and forwarder.pid is None
+        assert forwarder.log_path.exists()
+    run(scenario())
