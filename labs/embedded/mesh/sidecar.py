@@ -73,8 +73,42 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     return envoy_command(path)
 
 
+INOTIFY_PER_ENVOY = 5  # Envoy watches its LDS/CDS/RDS and two SDS files
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+COMFORTABLE_LIMIT = 1024
+
+
+def _inotify_instances_in_use() -> int:
+    count = 0
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            count += sum(1 for fd in fd_dir.iterdir()
+                         if os.readlink(fd) == "anon_inode:inotify")
+        except OSError:
+            continue  # a process that ended, or one we may not inspect
+    return count
+
+
+def check_inotify() -> None:
+    """Envoy aborts with a bare assertion when it cannot get an inotify instance; say why and
+    how to fix it instead. Only counted when the limit is low (counting scans /proc)."""
+    try:
+        limit = int(INOTIFY_LIMIT.read_text())
+    except (OSError, ValueError):
+        return
+    if limit >= COMFORTABLE_LIMIT:
+        return
+    if _inotify_instances_in_use() + INOTIFY_PER_ENVOY > limit:
+        raise SidecarConfigError(
+            f"this machine's inotify instances are used up (fs.inotify.max_user_instances="
+            f"{limit}; each sidecar Envoy needs {INOTIFY_PER_ENVOY}). Raise the limit with "
+            f"`sudo sysctl -w fs.inotify.max_user_instances={COMFORTABLE_LIMIT}` "
+            "(`./run lab` does it when run as root), or stop other clusters (`meshlab down`)")
+
+
 def main() -> None:
     try:
+        check_inotify()
         argv = prepare(os.environ)
     except (SidecarConfigError, EnvoyNotFound) as exc:
         print(f"istio-proxy: {exc}", file=sys.stderr)

@@ -1,0 +1,155 @@
+"""Shared helpers for the end-to-end mesh tests: a meshed namespace with the course's sample apps
+deployed once per test module, applying Istio YAML into it, and resetting routing between tests.
+
+Usage in a test module:
+
+    from mesh_support import MeshNamespace, mesh_namespace_fixture
+
+    bookinfo = mesh_namespace_fixture("bookinfo", "curl")   # module-scoped fixture
+
+    def test_something(bookinfo: MeshNamespace) -> None:
+        bookinfo.apply(VIRTUAL_SERVICE_YAML)
+        code, body = bookinfo.curl("http://productpage:9080/productpage")
+
+Every name here is imported by other test modules: keep the signatures stable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Kubectl, poll
+
+from labs.cluster import ClusterRef
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "labs" / "manifests"
+ROUTING_KINDS = ("virtualservices.networking.istio.io", "destinationrules.networking.istio.io",
+                 "peerauthentications.security.istio.io", "serviceentries.networking.istio.io")
+CURL_STATUS_MARK = "__meshlab_status__="
+
+
+def manifest(name: str) -> str:
+    """The text of a course manifest, e.g. `manifest("bookinfo")` → labs/manifests/bookinfo.yaml."""
+    return (MANIFESTS / f"{name}.yaml").read_text()
+
+
+@dataclass
+class MeshNamespace:
+    """A namespace labelled `istio-injection=enabled` with sample apps running in it."""
+
+    cluster: ClusterRef
+    name: str
+
+    @property
+    def kubectl(self) -> Kubectl:
+        """kubectl bound to this namespace (fails the test on a non-zero exit)."""
+        return Kubectl(self.cluster, self.name)
+
+    def apply(self, yaml_text: str) -> str:
+        """`kubectl apply -f -` into this namespace; returns kubectl's output."""
+        return self.kubectl("apply", "-f", "-", input=yaml_text)
+
+    def deploy(self, *manifests: str, timeout: float = 120) -> None:
+        """Apply course manifests by name and wait until every Deployment is Available."""
+        for name in manifests:
+            self.apply(manifest(name))
+        wait_available(self.cluster, self.name, timeout)
+
+    def reset_routing(self) -> None:
+        """Delete every VirtualService, DestinationRule, PeerAuthentication and ServiceEntry
+        in the namespace, so each test starts from plain round-robin routing."""
+        self.kubectl("delete", ",".join(ROUTING_KINDS), "--all", "--ignore-not-found",
+                     "--wait=false")
+
+    def pod(self, app: str, version: str | None = None) -> str:
+        """Name of a running pod of app (and version) — e.g. for `kubectl logs`."""
+        selector = f"app={app}" + (f",version={version}" if version else "")
+        def first() -> str:
+            out = self.kubectl("get", "pods", "-l", selector, "--field-selector",
+                               "status.phase=Running", "-o",
+                               "jsonpath={.items[*].metadata.name}")
+            return out.split()[0] if out.split() else ""
+        return poll(first, f"a running pod with {selector} in {self.name}", timeout=30)
+
+    def exec(self, workload: str, *command: str, timeout: float = 60
+             ) -> subprocess.CompletedProcess[str]:
+        """`kubectl exec deploy/<workload> -- command...` (returns the completed process)."""
+        return self.cluster.kubectl(f"--namespace={self.name}", "exec", f"deploy/{workload}",
+                                    "--", *command, timeout=timeout)
+
+    def curl(self, url: str, *args: str, workload: str = "curl", timeout: float = 60
+             ) -> tuple[int, str]:
+        """One curl from `workload` (through its sidecar): (HTTP status, body); status 0 when
+        curl got no HTTP response (connection reset, TLS refused ...)."""
+        result = self.exec(workload, "curl", "-s", "-w", f"\n{CURL_STATUS_MARK}%{{http_code}}",
+                           *args, url, timeout=timeout)
+        body, _, code = result.stdout.rpartition(CURL_STATUS_MARK)
+        if not code.strip().isdigit():
+            pytest.fail(f"curl {url} from {workload} printed no status (exit "
+                        f"{result.returncode}): {result.stderr}{result.stdout}")
+        return int(code.strip()), body.removesuffix("\n")
+
+
+def wait_available(cluster: ClusterRef, namespace: str, timeout: float = 120) -> None:
+    """Wait until every Deployment in the namespace reports condition Available."""
+    result = cluster.kubectl(f"--namespace={namespace}", "wait", "--for=condition=Available",
+                             "deployment", "--all", f"--timeout={int(timeout)}s",
+                             timeout=timeout + 15)
+    if result.returncode != 0:
+        pods = cluster.kubectl(f"--namespace={namespace}", "get", "pods", "-o", "wide").stdout
+        pytest.fail(f"deployments in {namespace} not Available within {timeout:.0f}s:\n"
+                    f"{result.stderr}\n{pods}{_sidecar_hint(cluster, namespace)}")
+
+
+def _sidecar_hint(cluster: ClusterRef, namespace: str) -> str:
+    """Why sidecars crash-loop, when it is the machine: Envoy's file-based xDS takes inotify
+    instances, and the per-user limit is shared by every meshed cluster on the host."""
+    names = cluster.kubectl(f"--namespace={namespace}", "get", "pods", "-o",
+                            "jsonpath={.items[*].metadata.name}").stdout.split()
+    for name in names:
+        log = cluster.kubectl(f"--namespace={namespace}", "logs", name, "-c", "istio-proxy")
+        if "inotify" in log.stdout:
+            return ("\nsidecar Envoys fail for lack of inotify instances "
+                    "(fs.inotify.max_user_instances, shared by every meshed cluster of this "
+                    "user); stop other clusters or raise the limit")
+    return ""
+
+
+def create_meshed_namespace(cluster: ClusterRef, prefix: str = "mesh") -> str:
+    """A new namespace labelled istio-injection=enabled; returns its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    for args in (("create", "namespace", name),
+                 ("label", "namespace", name, "istio-injection=enabled")):
+        result = cluster.kubectl(*args)
+        assert result.returncode == 0, result.stderr
+    return name
+
+
+def mesh_namespace_fixture(*manifests: str, prefix: str = "mesh", extra_yaml: str = ""
+                           ) -> Callable[..., Iterator[MeshNamespace]]:
+    """A module-scoped fixture: a fresh meshed namespace with `manifests` deployed (names in
+    labs/manifests, e.g. "bookinfo", "curl", "httpbin") plus `extra_yaml` (more workloads a
+    module needs), deleted at the end of the module. Tests sharing it call `reset_routing()`
+    (e.g. from an autouse fixture) so routing objects of one test never leak into the next.
+
+    Teardown waits until the namespace is gone: every sidecar is a real Envoy holding inotify
+    instances (a per-user kernel limit, 128 by default), so the next module must not start
+    while this one's proxies still run."""
+
+    @pytest.fixture(scope="module")
+    def fixture(cluster: ClusterRef) -> Iterator[MeshNamespace]:
+        mesh = MeshNamespace(cluster, create_meshed_namespace(cluster, prefix))
+        try:
+            if extra_yaml:
+                mesh.apply(extra_yaml)
+            mesh.deploy(*manifests)
+            yield mesh
+        finally:
+            cluster.kubectl("delete", "namespace", mesh.name, "--timeout=60s", timeout=90)
+
+    return fixture

@@ -1,0 +1,203 @@
+"""Do the learner-facing helpers `labs.traffic` and `labs.proxy` tell the truth about a real
+mesh — counts, labels and latencies of real requests; the tables istioctl would print from a
+sidecar's real config_dump — and say what to fix when asked something impossible?
+
+One meshed namespace with bookinfo and curl for the whole module (plus one pod without a
+sidecar). The kind/existing-cluster path of `labs.proxy` (`pilot-agent request` through
+`kubectl exec`) cannot run here; only its selection is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import poll
+from mesh_support import MeshNamespace, mesh_namespace_fixture
+
+from labs import proxy
+from labs.cluster import ClusterRef
+from labs.traffic import ProbeError, probe, reviews_version
+
+PLAIN_POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: plain
+  labels: {app: plain, sidecar.istio.io/inject: "false"}
+spec:
+  containers:
+  - name: httpbin
+    image: docker.io/mccutchen/go-httpbin:v2.15.0
+    ports:
+    - containerPort: 8080
+"""
+
+REVIEWS_SUBSETS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+"""
+
+mesh = mesh_namespace_fixture("bookinfo", "curl", prefix="helpers", extra_yaml=PLAIN_POD)
+
+
+# --- labs.traffic --------------------------------------------------------------------------------
+
+def test_probe_counts_versions_codes_and_latency(mesh: MeshNamespace) -> None:
+    """Does one probe through productpage see every reviews version, with percentiles?"""
+    result = probe("http://productpage:9080/productpage", namespace=mesh.name, n=30,
+                   classify=reviews_version, cluster=mesh.cluster)
+
+    assert result.total == 30 and result.codes == {200: 30}
+    assert set(result.labels) == {"v1", "v2", "v3"}, result
+    assert sum(result.fraction(v) for v in ("v1", "v2", "v3")) == pytest.approx(1.0)
+    assert result.fraction(200) == 1.0 and result.error_rate == 0.0
+    lat = result.latency_ms
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] == max(result.latencies_ms)
+    text = str(result)
+    assert "30 requests to http://productpage:9080/productpage from deploy/curl" in text
+    assert "v1" in text and "p99" in text
+    assert "<table>" in result._repr_html_()
+
+
+def test_probe_sends_method_and_headers(mesh: MeshNamespace) -> None:
+    """Do `headers` and `method` reach the app? (productpage greets a signed-in user, and
+    answers POST /login with a redirect but GET /login with 405.)"""
+    signed_in = probe("http://productpage:9080/productpage", namespace=mesh.name, n=2,
+                      headers={"Cookie": "session=jason"}, cluster=mesh.cluster,
+                      classify=lambda body: "jason" if "Welcome jason" in body else None)
+    posted = probe("http://productpage:9080/login", namespace=mesh.name, n=2, method="POST",
+                   cluster=mesh.cluster)
+    got = probe("http://productpage:9080/login", namespace=mesh.name, n=1, cluster=mesh.cluster)
+
+    assert signed_in.labels == {"jason": 2}, signed_in
+    assert posted.codes == {302: 2}, posted
+    assert got.codes == {405: 1}, got
+
+
+def test_probe_reports_no_response_as_code_zero(mesh: MeshNamespace) -> None:
+    """A name nothing serves: curl gets no HTTP status (000) — counted as 0, an error."""
+    result = probe("http://127.0.0.1:1/", namespace=mesh.name, n=2, cluster=mesh.cluster,
+                   max_time=5)
+    assert result.codes == {0: 2} and result.error_rate == 1.0
+    assert all(code != 0 for code in result.exit_codes), result.exit_codes
+
+
+def test_probe_explains_a_missing_workload(mesh: MeshNamespace) -> None:
+    with pytest.raises(ProbeError, match=r"(?s)deploy/nope .*labs/manifests/curl.yaml"):
+        probe("http://reviews:9080/", namespace=mesh.name, from_workload="nope", n=1,
+              cluster=mesh.cluster)
+    with pytest.raises(ProbeError, match="at least one request"):
+        probe("http://reviews:9080/", namespace=mesh.name, n=0, cluster=mesh.cluster)
+
+
+def test_reviews_version_reads_real_bodies(mesh: MeshNamespace) -> None:
+    """Is every version named right, from the pages and JSON the twins really serve — by the
+    serving pod's name, and by the stars alone when the name is hidden?"""
+    seen = set()
+    for url in ["http://productpage:9080/productpage"] * 6 + ["http://reviews:9080/reviews/0"] * 6:
+        code, body = mesh.curl(url)
+        assert code == 200, body
+        version = reviews_version(body)
+        assert version in ("v1", "v2", "v3"), body
+        seen.add(version)
+        anonymous = re.sub(r"reviews-v\d-[\w-]+", "reviews-pod", body)
+        assert reviews_version(anonymous) == version, anonymous
+    assert len(seen) >= 2, seen
+    # Without the pod name, stars decide: red v3, black v2, reviews without stars v1.
+    stars = '<font color="{}">\n  <span class="glyphicon glyphicon-star"></span>\n</font>'
+    assert reviews_version("<h4>Book Reviews</h4>" + stars.format("red")) == "v3"
+    assert reviews_version("<h4>Book Reviews</h4>" + stars.format("black")) == "v2"
+    assert reviews_version("<h4>Book Reviews</h4><blockquote>good</blockquote>") == "v1"
+    assert reviews_version('{"id": "0", "reviews": [{"reviewer": "R", "text": "t"}]}') == "v1"
+    assert reviews_version("Sorry, product reviews are currently unavailable") is None
+    assert reviews_version("<p><i>Ratings service is currently unavailable</i></p>") is None
+
+
+# --- labs.proxy ----------------------------------------------------------------------------------
+
+def test_views_show_the_sidecar_config(mesh: MeshNamespace) -> None:
+    """Do listeners / routes / clusters / secrets show what productpage's Envoy runs?"""
+    pod = mesh.pod("productpage")
+    fqdn = f"reviews.{mesh.name}.svc.cluster.local"
+
+    listeners = proxy.listeners(pod, mesh.name, cluster=mesh.cluster)
+    assert {"outbound", "inbound|9080||"} <= set(listeners.column("NAME")), listeners
+    assert all(row["ADDRESSES"] == "127.0.0.1" for row in listeners)
+    assert "Route: outbound" in listeners.column("DESTINATION")
+
+    routes = proxy.routes(pod, mesh.name, cluster=mesh.cluster)
+    reviews = [row for row in routes if row["VHOST NAME"] == f"{fqdn}:9080"]
+    assert len(reviews) == 1 and reviews[0]["MATCH"] == "/*", routes
+    assert reviews[0]["DOMAINS"] == f"reviews, reviews.{mesh.name} + 2 more...", reviews
+    assert reviews[0]["DESTINATION"] == f"outbound|9080||{fqdn}"
+
+    clusters = proxy.clusters(pod, mesh.name, cluster=mesh.cluster)
+    assert {"SERVICE FQDN": fqdn, "PORT": "9080", "SUBSET": "-", "DIRECTION": "outbound",
+            "TYPE": "STATIC", "DESTINATION RULE": ""} in clusters, clusters
+    assert "SERVICE FQDN" in str(clusters).splitlines()[0]
+
+    secrets = {row["RESOURCE NAME"]: row for row in proxy.secrets(pod, mesh.name,
+                                                                  cluster=mesh.cluster)}
+    assert secrets["default"]["TYPE"] == "Cert Chain"
+    assert secrets["ROOTCA"]["TYPE"] == "CA"
+    assert all(row["STATUS"] == "ACTIVE" and row["VALID CERT"] == "true"
+               for row in secrets.values()), secrets
+    served = json.loads(proxy.admin(pod, mesh.name, "certs", cluster=mesh.cluster))
+    serials = {c["serial_number"].lower().lstrip("0")
+               for cert in served["certificates"] for c in cert["cert_chain"]}
+    assert secrets["default"]["SERIAL NUMBER"].lstrip("0") in serials, (secrets, served)
+
+
+def test_wait_for_config_returns_once_the_proxy_has_it(mesh: MeshNamespace) -> None:
+    subset = f"outbound|9080|v2|reviews.{mesh.name}.svc.cluster.local"
+    try:
+        mesh.apply(REVIEWS_SUBSETS)
+        dump = proxy.wait_for_config("deploy/productpage-v1", mesh.name,
+                                     proxy.mentions(subset), cluster=mesh.cluster)
+        assert subset in json.dumps(dump)
+        rows = proxy.cluster_table(dump)
+        assert {"v1", "v2"} <= {r["SUBSET"] for r in rows if r["SERVICE FQDN"].startswith(
+            "reviews.")}
+    finally:
+        mesh.reset_routing()
+    with pytest.raises(proxy.ProxyError, match="did not get the expected config within"):
+        proxy.wait_for_config("deploy/productpage-v1", mesh.name, lambda dump: False,
+                              timeout=0.3, cluster=mesh.cluster)
+
+
+def test_stats_count_requests_per_cluster(mesh: MeshNamespace) -> None:
+    stat = f"cluster.outbound|9080||ratings.{mesh.name}.svc.cluster.local.upstream_rq_200"
+    before = proxy.stats("deploy/curl", mesh.name, cluster=mesh.cluster).get(stat, 0)
+    probe("http://ratings:9080/ratings/0", namespace=mesh.name, n=3, cluster=mesh.cluster)
+    poll(lambda: proxy.stats("deploy/curl", mesh.name, cluster=mesh.cluster).get(stat, 0)
+         >= before + 3, f"{stat} to grow by 3")
+
+
+def test_proxy_errors_say_what_to_do(mesh: MeshNamespace) -> None:
+    with pytest.raises(proxy.ProxyError, match="no pod 'nope'"):
+        proxy.routes("nope", mesh.name, cluster=mesh.cluster)
+    with pytest.raises(proxy.ProxyError, match=r"no istio-proxy sidecar.*istio-injection"):
+        proxy.routes("plain", mesh.name, cluster=mesh.cluster)
+    with pytest.raises(proxy.ProxyError, match="no Deployment 'nope'"):
+        proxy.clusters("deploy/nope", mesh.name, cluster=mesh.cluster)
+
+
+def test_other_backends_go_through_pilot_agent(mesh: MeshNamespace) -> None:
+    """Without an embedded cluster the admin API is asked via `kubectl exec ... pilot-agent`,
+    which the embedded pods do not have: the error names the pod and the path asked."""
+    remote = ClusterRef(mesh.cluster.kubeconfig, mesh.cluster.context)
+    with pytest.raises(proxy.ProxyError, match=r"asking the sidecar of pod .* for /config_dump"):
+        proxy.config_dump("deploy/productpage-v1", mesh.name, cluster=remote)
