@@ -226,13 +226,13 @@ def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     files.xds_dir.mkdir(parents=True)
     files.cds.write_text("resources: []  # written by the control plane\n")
     argv = sidecar.prepare({"HOME": str(home), "MESHLAB_POD_NAME": "reviews-v1-abc",
-                            "MESHLAB_POD_NAMESPACE": "shop", "MESHLAB_WORKLOAD_NAME": "reviews-v1",
+                            "MESHLAB_POD_NAMESPACE": "shop", "MESHLAB_SERVICE_CLUSTER": "reviews",
                             "MESHLAB_PROXY_ADMIN_PORT": "15000",
                             "MESHLAB_PROXY_OUTBOUND_PORT": "15001"})
     assert argv[0] == str(envoy.envoy_binary()) and "--disable-hot-restart" in argv
     text = (home / "bootstrap.yaml").read_text()
     assert "sidecar~127.0.0.1~reviews-v1-abc.shop~shop.svc.cluster.local" in text
-    assert "cluster: reviews-v1.shop" in text
+    assert "cluster: reviews.shop" in text
     assert files.lds.read_text() == files.rds.read_text() == "resources: []\n"
     assert "control plane" in files.cds.read_text()
     assert files.cert_sds.parent.is_dir()

@@ -20,7 +20,9 @@ from .state import TRUST_DOMAIN, ProxyFiles
 
 ADMIN_PORT_ENV = "MESHLAB_PROXY_ADMIN_PORT"
 OUTBOUND_PORT_ENV = "MESHLAB_PROXY_OUTBOUND_PORT"
-WORKLOAD_ENV = "MESHLAB_WORKLOAD_NAME"
+# Istio's service cluster (APP_LABEL_AND_NAMESPACE): the `app` label, else the workload name;
+# Zipkin service names are `<this>.<namespace>`, e.g. `productpage.default`.
+SERVICE_CLUSTER_ENV = "MESHLAB_SERVICE_CLUSTER"
 POD_NAME_ENV = "MESHLAB_POD_NAME"
 POD_NAMESPACE_ENV = "MESHLAB_POD_NAMESPACE"
 BOOTSTRAP_FILE = "bootstrap.yaml"
@@ -65,7 +67,7 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     files = xds_files(home)
     write_empty_xds(files)
     path = home / BOOTSTRAP_FILE
-    cluster = f"{env.get(WORKLOAD_ENV) or pod}.{namespace}"
+    cluster = f"{env.get(SERVICE_CLUSTER_ENV) or pod}.{namespace}"
     write_bootstrap(path, bootstrap(node_id(pod, namespace), cluster, admin, files))
     print(f"sidecar for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
           f"proxy on 127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",

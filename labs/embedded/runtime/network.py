@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..mesh import state
-from ..mesh.sidecar import ADMIN_PORT_ENV, OUTBOUND_PORT_ENV, WORKLOAD_ENV
+from ..mesh.sidecar import ADMIN_PORT_ENV, OUTBOUND_PORT_ENV, SERVICE_CLUSTER_ENV
 from .ports import PortAllocator
 from .probes import probe_ports
 
@@ -106,7 +106,8 @@ def network_env(pod: Obj, ports: PodPorts, container: Obj,
         return {ADMIN_PORT_ENV: str(ports.proxy["admin"]),
                 OUTBOUND_PORT_ENV: str(ports.proxy["outbound"]),
                 HOST_PORTS_ENV: ports.annotations()[state.HOST_PORTS],
-                WORKLOAD_ENV: state.workload_name(pod)}
+                SERVICE_CLUSTER_ENV: (pod["metadata"].get("labels") or {}).get("app")
+                or state.workload_name(pod)}
     if ports.meshed:
         return proxy_env(f"http://127.0.0.1:{ports.proxy['outbound']}")
     if forwarder_port is not None:

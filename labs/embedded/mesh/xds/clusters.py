@@ -15,7 +15,7 @@ from .destinationrule import destination_rule_for, effective_policy, hash_policy
 from .hosts import Backend, MeshHost, cluster_name, creation_order, service_hosts, sidecar_hosts
 from .routes import forwarder_route_config, sidecar_route_config
 from .tls import istio_mutual_upstream, outbound_sni
-from .values import ConfigError, duration, integer
+from .values import ConfigError, duration, integer, istio_config_metadata
 
 MAX = 4294967295
 CONNECT_TIMEOUT = "10s"
@@ -78,6 +78,9 @@ def _host_port_clusters(state: MeshState, host: MeshHost, port: int, rule: Obj |
                   if all(b.labels.get(k) == v for k, v in labels.items())]
         clusters.append(_sidecar_cluster(state, host, port, subset["name"], chosen,
                                          effective_policy(rule, port, subset["name"]), files))
+    if rule is not None:
+        for cluster in clusters:
+            cluster["metadata"] = istio_config_metadata("destination-rule", rule)
     return clusters
 
 

@@ -79,3 +79,13 @@ def integer(value: object, where: str, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{where}: {number} is below the minimum {minimum}")
     return number
+
+
+def istio_config_metadata(resource_path: str, obj: dict) -> dict:
+    """Envoy metadata naming the Istio object a route or cluster came from, as istiod writes it
+    (`istioctl proxy-config` and `labs.proxy` show it in their VIRTUAL SERVICE / DESTINATION
+    RULE columns). `resource_path` is e.g. "virtual-service"."""
+    meta = obj.get("metadata", {})
+    path = (f"/apis/networking.istio.io/v1/namespaces/{meta.get('namespace', '')}/"
+            f"{resource_path}/{meta.get('name', '')}")
+    return {"filter_metadata": {"istio": {"config": path}}}

@@ -24,7 +24,15 @@ from .hosts import (
     specificity,
     visible_to,
 )
-from .values import ConfigError, duration, fractional_percent, integer, percent, regex
+from .values import (
+    ConfigError,
+    duration,
+    fractional_percent,
+    integer,
+    istio_config_metadata,
+    percent,
+    regex,
+)
 
 MESH_GATEWAY = "mesh"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -136,6 +144,7 @@ def _route(ctx: RouteContext, http: Obj, match: Obj | None, where: str) -> Obj:
     else:
         route["route"] = _action(ctx, http, route, authority, where)
     route["decorator"] = {"operation": _operation(ctx, route)}
+    route["metadata"] = istio_config_metadata("virtual-service", ctx.vs)
     if http.get("fault"):
         fault = _fault(http["fault"], f"{where}.fault")
         if fault:

@@ -1,0 +1,341 @@
+"""Benchmark of the embedded Istio mesh.
+
+Prints, for a fresh cluster in a temporary state directory:
+- `meshlab up` + bookinfo and curl applied in an injected namespace -> the first 200 from
+  productpage, asked from the curl pod with `kubectl exec deploy/curl -- curl ...` (target <= 5 s),
+  against the baseline of one such exec once everything runs;
+- VirtualService change -> traffic following it: 50 alternating changes of the reviews
+  VirtualService (all v1 <-> all v3), each timed from the API PATCH returning to the first response
+  served by the new version, asked through the curl pod's sidecar (its outbound HTTP proxy port)
+  from this process on a kept-alive connection; p50/p95 (target p95 <= 200 ms), against the
+  baseline of the PATCH itself;
+- added latency per sidecar hop: p50 of requests straight to httpbin's app port (the baseline)
+  vs through two sidecars (curl's and httpbin's) without mTLS (PeerAuthentication DISABLE +
+  DestinationRule tls DISABLE) and with mTLS (STRICT + ISTIO_MUTUAL), as ratios;
+- total RSS of the daemon, every pod process, the Envoys and the forwarder with bookinfo, httpbin,
+  curl and fortio meshed (target <= 600 MB); Prometheus listed separately. PSS (shared pages
+  split between processes) is printed too: RSS counts the Envoy binary once per Envoy.
+
+Run: `.venv/bin/python bench/mesh.py`
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labs.cluster import EmbeddedCluster, kubectl_binary
+
+NAMESPACE = "bench"
+MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
+CHANGES = 50
+HOP_SAMPLES = 1000
+FIRST_200_TIMEOUT = 60.0
+CHANGE_TIMEOUT = 5.0
+VS_PATH = (f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices")
+REVIEWS_DR = {
+    "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+    "metadata": {"name": "reviews"},
+    "spec": {"host": "reviews", "subsets": [
+        {"name": v, "labels": {"version": v}} for v in ("v1", "v2", "v3")]},
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class Api:
+    """One kept-alive HTTPS connection to the API server with the cluster's token."""
+
+    def __init__(self, kubeconfig: Path, ca_file: Path) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        server = config["clusters"][0]["cluster"]["server"]
+        host, port = server.removeprefix("https://").split(":")
+        self.token = config["users"][0]["user"]["token"]
+        context = ssl.create_default_context(cafile=str(ca_file))
+        self.conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+
+    def request(self, method: str, path: str, body: object | None = None,
+                content_type: str = "application/json") -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": content_type}
+        payload = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, body=payload, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.base = [kubectl_binary(), f"--kubeconfig={kubeconfig}", f"--namespace={NAMESPACE}"]
+
+    def __call__(self, *args: str, input: str | None = None,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.base, *args], input=input, capture_output=True, text=True,
+                              check=check, timeout=120)
+
+    def apply(self, *objects: dict[str, object]) -> None:
+        self("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def annotation(self, app: str, key: str) -> dict[str, int]:
+        out = self("get", "pods", "-l", f"app={app}", "-o", "json").stdout
+        pod = json.loads(out)["items"][0]
+        return {k: int(v) for k, v in json.loads(pod["metadata"]["annotations"][key]).items()}
+
+
+class Http:
+    """A kept-alive HTTP/1.1 connection to 127.0.0.1:`port`; `proxied` sends absolute URLs
+    (what an app does through its sidecar's outbound listener)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def get(self, url: str) -> tuple[int, bytes]:
+        self.conn.request("GET", url)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+
+def first_200_from_productpage(cluster: EmbeddedCluster) -> tuple[float, float]:
+    """Seconds from `meshlab up` to the first 200 from productpage via the curl pod, and the
+    cost of one such `kubectl exec` afterwards (the baseline)."""
+    start = time.perf_counter()
+    kubeconfig = cluster.up()
+    kubectl = Kubectl(kubeconfig)
+    kubectl("create", "namespace", NAMESPACE)
+    kubectl("label", "namespace", NAMESPACE, "istio-injection=enabled")
+    kubectl("apply", "-f", str(MANIFESTS / "bookinfo.yaml"), "-f", str(MANIFESTS / "curl.yaml"))
+    probe = ("exec", "deploy/curl", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             "http://productpage:9080/productpage")
+    while kubectl(*probe, check=False).stdout.strip() != "200":
+        if time.perf_counter() - start > FIRST_200_TIMEOUT:
+            raise SystemExit(f"no 200 from productpage within {FIRST_200_TIMEOUT:.0f}s")
+        time.sleep(0.05)
+    first = time.perf_counter() - start
+    exec_start = time.perf_counter()
+    kubectl(*probe)
+    return first, time.perf_counter() - exec_start
+
+
+def reviews_vs(version: str) -> dict[str, object]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews"},
+            "spec": {"hosts": ["reviews"],
+                     "http": [{"route": [{"destination": {"host": "reviews",
+                                                          "subset": version}}]}]}}
+
+
+def served_version(client: Http) -> str:
+    status, body = client.get("http://reviews:9080/reviews/0")
+    if status != 200:
+        return f"status {status}"
+    podname = json.loads(body)["podname"]  # reviews-v1-<hash>-<id>
+    return str(podname.split("-")[1])
+
+
+def vs_change_to_traffic(kubectl: Kubectl, api: Api, outbound: int
+                         ) -> tuple[list[float], list[float], list[int]]:
+    """Per change: ms from the PATCH returning to the first response of the new version; the
+    PATCH round trips; and how many requests each change took to show."""
+    kubectl.apply(REVIEWS_DR, reviews_vs("v1"))
+    client = Http(outbound)
+    deadline = time.monotonic() + 30
+    while served_version(client) != "v1":
+        if time.monotonic() > deadline:
+            raise SystemExit("reviews never served v1 only after the first VirtualService")
+        time.sleep(0.01)
+    effective, patch_ms, attempts = [], [], []
+    for i in range(CHANGES):
+        target = "v3" if i % 2 == 0 else "v1"
+        sent = time.perf_counter()
+        status, body = api.request("PATCH", f"{VS_PATH}/reviews",
+                                   {"spec": reviews_vs(target)["spec"]},
+                                   "application/merge-patch+json")
+        returned = time.perf_counter()
+        if status != 200:
+            raise SystemExit(f"PATCH of the reviews VirtualService failed: {status} {body!r}")
+        tries = 0
+        while True:
+            tries += 1
+            if served_version(client) == target:
+                break
+            if time.perf_counter() - returned > CHANGE_TIMEOUT:
+                raise SystemExit(f"change {i} to {target} not effective within "
+                                 f"{CHANGE_TIMEOUT:.0f}s")
+        effective.append((time.perf_counter() - returned) * 1000)
+        patch_ms.append((returned - sent) * 1000)
+        attempts.append(tries)
+    return effective, patch_ms, attempts
+
+
+def p50_ms(fetch: Callable[[], tuple[int, bytes]], n: int = HOP_SAMPLES) -> tuple[float, int]:
+    """p50 in ms of `n` requests after a warm-up, and how many of them were not 200."""
+    for _ in range(50):  # warm up connections (and TLS sessions)
+        fetch()
+    times, failed = [], 0
+    for _ in range(n):
+        start = time.perf_counter()
+        status, _ = fetch()
+        times.append((time.perf_counter() - start) * 1000)
+        failed += status != 200
+    return statistics.median(times), failed
+
+
+def converge(fetch: Callable[[], tuple[int, bytes]], check: Callable[[bytes], bool],
+             what: str, stable_for: float = 1.0) -> None:
+    """Wait until `check` holds for `stable_for` seconds without a break: a policy made of
+    two objects may reach the proxies in two passes."""
+    deadline = time.monotonic() + 30
+    since: float | None = None
+    while True:
+        status, body = fetch()
+        now = time.monotonic()
+        since = (since or now) if status == 200 and check(body) else None
+        if since is not None and now - since >= stable_for:
+            return
+        if now > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def hop_latency(kubectl: Kubectl, outbound: int
+                ) -> dict[str, tuple[float, int]]:
+    """(p50 ms, non-200 count): direct to httpbin's app port; via curl's and httpbin's sidecars
+    in plaintext; via both sidecars over mTLS."""
+    app_port = kubectl.annotation("httpbin", "meshlab.dev/app-ports")["8080"]
+    direct_client = Http(app_port)
+    direct = p50_ms(lambda: direct_client.get("/get"))
+    url, headers_url = "http://httpbin:8000/get", "http://httpbin:8000/headers"
+
+    def policy(mode: str, tls: str) -> None:
+        kubectl.apply(
+            {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": "default"}, "spec": {"mtls": {"mode": mode}}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "httpbin"},
+             "spec": {"host": "httpbin", "trafficPolicy": {"tls": {"mode": tls}}}})
+
+    policy("DISABLE", "DISABLE")
+    plain_client = Http(outbound)
+    converge(lambda: plain_client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" not in b,
+             "plaintext between the sidecars")
+    plain = p50_ms(lambda: plain_client.get(url))
+    policy("STRICT", "ISTIO_MUTUAL")
+    mtls_client = Http(outbound)
+    converge(lambda: mtls_client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" in b,
+             "mTLS between the sidecars")
+    mtls = p50_ms(lambda: mtls_client.get(url))
+    return {"direct": direct, "plaintext": plain, "mtls": mtls}
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def memory_kb(pid: int) -> tuple[str, int, int]:
+    """(command name, RSS kB, PSS kB) of one process."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        rss = next(int(line.split()[1]) for line in
+                   Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        pss = next(int(line.split()[1]) for line in
+                   Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                   if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return "", 0, 0
+    return name, rss, pss
+
+
+def cluster_memory(daemon_pid: int) -> dict[str, tuple[int, int, int]]:
+    """kind -> (processes, RSS kB, PSS kB) over the daemon's process tree."""
+    totals: dict[str, tuple[int, int, int]] = {}
+    for pid in process_tree(daemon_pid):
+        name, rss, pss = memory_kb(pid)
+        if not rss:
+            continue
+        kind = ("daemon" if pid == daemon_pid else "envoy" if name == "envoy"
+                else "prometheus" if name == "prometheus" else "pod processes")
+        count, rss_sum, pss_sum = totals.get(kind, (0, 0, 0))
+        totals[kind] = (count + 1, rss_sum + rss, pss_sum + pss)
+    return totals
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as root:
+        cluster = EmbeddedCluster("bench", root)
+        try:
+            first, exec_cost = first_200_from_productpage(cluster)
+            kubectl = Kubectl(cluster.kubeconfig)
+            api = Api(cluster.kubeconfig, cluster.paths.ca_cert)
+            outbound = kubectl.annotation("curl", "meshlab.dev/proxy-ports")["outbound"]
+            effective, patch_ms, attempts = vs_change_to_traffic(kubectl, api, outbound)
+            kubectl("apply", "-f", str(MANIFESTS / "httpbin.yaml"),
+                    "-f", str(MANIFESTS / "fortio.yaml"))
+            kubectl("wait", "--for=condition=Available", "deployment", "--all",
+                    "--timeout=120s")
+            hops = hop_latency(kubectl, outbound)
+            pods = kubectl("get", "pods", "--no-headers").stdout.splitlines()
+            status = cluster.status()
+            memory = cluster_memory(status.pid) if status.pid else {}
+        finally:
+            cluster.down()
+
+    print(f"meshlab up + bookinfo applied -> first 200 from productpage: {first:.2f} s "
+          f"(target <= 5 s; baseline one kubectl exec curl {exec_cost:.2f} s, "
+          f"ratio {first / exec_cost:.1f}x)")
+    print(f"VirtualService change -> traffic following it, {CHANGES} changes: "
+          f"p50 {statistics.median(effective):.1f} ms, p95 {percentile(effective, 95):.1f} ms, "
+          f"max {max(effective):.1f} ms (target p95 <= 200 ms; baseline the PATCH itself "
+          f"p50 {statistics.median(patch_ms):.1f} ms; requests until the new version: "
+          f"median {statistics.median(attempts):.0f}, max {max(attempts)})")
+    (direct, _), (plain, plain_failed), (mtls, mtls_failed) = (
+        hops["direct"], hops["plaintext"], hops["mtls"])
+    print(f"request latency p50 over {HOP_SAMPLES}: direct to httpbin {direct * 1000:.0f} us "
+          f"(baseline); via 2 sidecars plaintext {plain * 1000:.0f} us "
+          f"({plain / direct:.2f}x, +{(plain - direct) * 500:.0f} us per hop); "
+          f"via 2 sidecars mTLS {mtls * 1000:.0f} us ({mtls / direct:.2f}x, "
+          f"+{(mtls - direct) * 500:.0f} us per hop; mTLS/plaintext {mtls / plain:.2f}x)")
+    if plain_failed or mtls_failed or hops["direct"][1]:
+        print(f"  non-200 responses while measuring: direct {hops['direct'][1]}, "
+              f"plaintext {plain_failed}, mTLS {mtls_failed}")
+    cluster_kinds = [k for k in memory if k != "prometheus"]
+    rss_total = sum(memory[k][1] for k in cluster_kinds) / 1024
+    pss_total = sum(memory[k][2] for k in cluster_kinds) / 1024
+    print(f"memory with {len(pods)} meshed pods (bookinfo, httpbin, curl, fortio): "
+          f"total RSS {rss_total:.0f} MB, PSS {pss_total:.0f} MB (target RSS <= 600 MB)")
+    for kind in ("daemon", "pod processes", "envoy", "prometheus"):
+        if kind in memory:
+            count, rss, pss = memory[kind]
+            print(f"  {kind:14s} {count:3d} processes  RSS {rss / 1024:6.0f} MB  "
+                  f"PSS {pss / 1024:6.0f} MB" + ("  (not in the total)"
+                                                  if kind == "prometheus" else ""))
+
+
+if __name__ == "__main__":
+    main()
