@@ -27,6 +27,7 @@ from labs.embedded.apiserver.resources import ResourceRegistry, ResourceType
 from labs.embedded.apiserver.store import Store
 from labs.embedded.controllers import deployment_util as du
 from labs.embedded.controllers.endpoints import HOST_PORTS_ANNOTATION
+from labs.embedded.controllers.eventttl import EventTTLController
 from labs.embedded.controllers.garbagecollector import GarbageCollector
 
 Obj = dict[str, Any]
@@ -767,6 +768,28 @@ async def test_collector_cleans_up_dependents_orphaned_while_it_was_not_running(
     task = asyncio.create_task(collector.run())
     try:
         await wait_until(lambda: get(api, CONFIGMAPS, "leftover") is None, "the leftover to go")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@async_test
+async def test_events_expire_one_ttl_after_they_were_last_seen() -> None:
+    """Is an event deleted once its TTL after lastTimestamp has passed, and a fresh one kept?"""
+    api = ObjectApi(Store(None), ResourceRegistry())
+    await controllers.bootstrap(api)
+    stale = "2020-01-01T00:00:00Z"
+    for name, stamp in (("old.1", stale), ("new.1", now())):
+        api.create(EVENTS, "default", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Test", "message": "m", "type": "Normal",
+            "firstTimestamp": stamp, "lastTimestamp": stamp})
+    expiry = EventTTLController(api)
+    task = asyncio.create_task(expiry.run())
+    try:
+        await wait_until(lambda: get(api, EVENTS, "old.1") is None, "the stale event to expire")
+        assert get(api, EVENTS, "new.1") is not None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

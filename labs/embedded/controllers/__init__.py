@@ -10,6 +10,7 @@ from labs.embedded.apiserver.errors import ApiError
 from .base import Controller
 from .deployment import DeploymentController
 from .endpoints import EndpointsController
+from .eventttl import EventTTLController
 from .garbagecollector import GarbageCollector
 from .namespace import NamespaceController
 from .replicaset import ReplicaSetController
@@ -30,6 +31,7 @@ def all_controllers(api: ObjectApi, ca_pem: str | None = None) -> list[Controlle
         NamespaceController(api),
         ServiceAccountController(api, ca_pem),
         GarbageCollector(api),
+        EventTTLController(api),
     ]
 
 
