@@ -19,7 +19,7 @@ import yaml
 
 from . import crd_types, patch, validation
 from .builtin_schemas import builtin_schema
-from .defaults import ClusterIPAllocator, apply_defaults
+from .defaults import apply_defaults
 from .errors import (
     ApiError,
     FieldCause,
@@ -40,6 +40,7 @@ from .objects import (
 from .resources import ResourceRegistry, ResourceType
 from .schema_defaults import apply_schema_defaults
 from .selectors import field_matcher, label_matcher
+from .service_addresses import ServiceAddresses
 from .store import Store
 
 Obj = dict[str, Any]
@@ -106,10 +107,7 @@ class ObjectApi:
     def __init__(self, store: Store, registry: ResourceRegistry) -> None:
         self.store = store
         self.registry = registry
-        used_ips = {
-            svc.get("spec", {}).get("clusterIP", "") for svc in store.list("/services")
-        }
-        self._cluster_ips = ClusterIPAllocator(used_ips)
+        self._service_addresses = ServiceAddresses(store.list("/services"))
         self.after_write: list[Callable[[ResourceType, str, Obj | None], None]] = []
         # Mutating admission on create (e.g. sidecar injection): may change the object or raise
         # an ApiError to reject it; runs before defaulting and schema validation.
@@ -203,7 +201,7 @@ class ObjectApi:
         if rt.kind in ("Deployment", "ReplicaSet"):
             obj.pop("status", None)
         apply_defaults(rt.group, rt.kind, obj)
-        self._admit(rt, obj, None)
+        self._admit(rt, obj, None, dry_run)
         if manager:
             obj = patch.track_update(None, obj, manager, rt.api_version, rt.kind)
         if dry_run:
@@ -348,7 +346,7 @@ class ObjectApi:
                                      subresource or "")
         if new == old:
             return Result(self._as_version(rt, old), warnings)
-        self._admit(rt, new, old)
+        self._admit(rt, new, old, dry_run)
         if dry_run:
             return Result(new, warnings)
         return Result(self._write(rt, new), warnings)
@@ -562,21 +560,10 @@ class ObjectApi:
             self._write(rt, dep)
 
     # -- admission & hooks -------------------------------------------------------------------
-    def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+    def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None, dry_run: bool) -> None:
         """Kind-specific checks and allocations a real API server does on write."""
         if rt.key == "/services":
-            spec = obj.setdefault("spec", {})
-            if old is None and spec.get("type") != "ExternalName":
-                if spec.get("clusterIP") in (None, ""):
-                    spec["clusterIP"] = self._cluster_ips.allocate()
-                    spec["clusterIPs"] = [spec["clusterIP"]]
-                # "None" is a headless service: no address to claim
-                elif spec["clusterIP"] != "None" and not self._cluster_ips.reserve(
-                        spec["clusterIP"]):
-                    raise invalid(rt.kind, obj["metadata"]["name"], [FieldCause(
-                        "spec.clusterIPs", "FieldValueInvalid",
-                        f'Invalid value: ["{spec["clusterIP"]}"]: failed to allocate IP '
-                        f'{spec["clusterIP"]}: provided IP is already allocated')])
+            self._service_addresses.admit(obj, old, commit=not dry_run)
         if rt.key == "apiextensions.k8s.io/customresourcedefinitions":
             crd_types.check_crd(obj)
 
@@ -588,7 +575,7 @@ class ObjectApi:
             elif removed is not None:
                 self._unregister_crd(removed)
         if rt.key == "/services" and removed is not None:
-            self._cluster_ips.release(removed.get("spec", {}).get("clusterIP", ""))
+            self._service_addresses.release(removed)
         for hook in self.after_write:
             hook(rt, namespace, obj)
 

@@ -6,7 +6,6 @@ and the controllers read them, so leaving them out would change what learners se
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -108,35 +107,3 @@ def apply_defaults(group: str, kind: str, obj: Obj) -> None:
     defaulter = DEFAULTERS.get((group, kind))
     if defaulter is not None:
         defaulter(obj)
-
-
-class ClusterIPAllocator:
-    """Hands out Service cluster IPs from 127.96.0.0/16.
-
-    A real cluster uses 10.96.0.0/16; the embedded one stays on loopback so that a learner's
-    `curl <cluster-ip>` can never send a packet off this machine.
-    """
-
-    def __init__(self, used: set[str]) -> None:
-        self._network = ipaddress.ip_network("127.96.0.0/16")
-        self._used = set(used)
-        self._next = 10
-
-    def allocate(self) -> str:
-        for _ in range(self._network.num_addresses):
-            candidate = str(self._network[self._next])
-            self._next = self._next + 1 if self._next + 2 < self._network.num_addresses else 10
-            if candidate not in self._used:
-                self._used.add(candidate)
-                return candidate
-        raise RuntimeError("the embedded cluster ran out of Service cluster IPs")
-
-    def reserve(self, ip: str) -> bool:
-        """Claim an address a Service asked for; False if another Service has it."""
-        if ip in self._used:
-            return False
-        self._used.add(ip)
-        return True
-
-    def release(self, ip: str) -> None:
-        self._used.discard(ip)
