@@ -12,9 +12,6 @@ Run: `.venv/bin/python bench/apiserver.py`
 
 from __future__ import annotations
 
-import http.client
-import json
-import ssl
 import statistics
 import subprocess
 import sys
@@ -22,41 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `labs`
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for `common`
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import Api, percentile
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
 
 STORED_OBJECTS = 1000
 SAMPLES = 200
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-class Client:
-    """One kept-alive HTTPS connection with the cluster's token."""
-
-    def __init__(self, kubeconfig: Path, ca_file: Path) -> None:
-        config = yaml.safe_load(kubeconfig.read_text())
-        server = config["clusters"][0]["cluster"]["server"]
-        host, port = server.removeprefix("https://").split(":")
-        self.token = config["users"][0]["user"]["token"]
-        context = ssl.create_default_context(cafile=str(ca_file))
-        self.conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-
-    def request(self, method: str, path: str, body: object | None = None,
-                content_type: str = "application/json") -> tuple[int, float]:
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": content_type}
-        payload = json.dumps(body).encode() if body is not None else None
-        start = time.perf_counter()
-        self.conn.request(method, path, body=payload, headers=headers)
-        response = self.conn.getresponse()
-        response.read()
-        return response.status, (time.perf_counter() - start) * 1000
 
 
 def timed(fn, n: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -77,19 +48,19 @@ def main() -> None:
                        capture_output=True, check=True)
         up_seconds = time.perf_counter() - start
         try:
-            client = Client(kubeconfig, cluster.paths.ca_cert)
+            client = Api(kubeconfig, cluster.paths.ca_cert)
             base = "/api/v1/namespaces/default/configmaps"
             for i in range(STORED_OBJECTS):
                 client.request("POST", base, {"metadata": {"name": f"fill-{i}"},
                                               "data": {"k": "v" * 64}})
-            noop = timed(lambda i: client.request("GET", "/readyz")[1], SAMPLES)
-            create = timed(lambda i: client.request(
-                "POST", base, {"metadata": {"name": f"bench-{i}"}, "data": {"k": "v"}})[1],
+            noop = timed(lambda i: client.timed_request("GET", "/readyz")[2], SAMPLES)
+            create = timed(lambda i: client.timed_request(
+                "POST", base, {"metadata": {"name": f"bench-{i}"}, "data": {"k": "v"}})[2],
                 SAMPLES)
-            get = timed(lambda i: client.request("GET", f"{base}/bench-{i}")[1], SAMPLES)
-            patch = timed(lambda i: client.request(
+            get = timed(lambda i: client.timed_request("GET", f"{base}/bench-{i}")[2], SAMPLES)
+            patch = timed(lambda i: client.timed_request(
                 "PATCH", f"{base}/bench-{i}", {"data": {"k": str(i)}},
-                "application/merge-patch+json")[1], SAMPLES)
+                "application/merge-patch+json")[2], SAMPLES)
             status = cluster.status()
             rss_kb = 0
             if status.pid:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import ssl
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `labs`
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for `common`
+
+from common import Api, percentile
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
 
@@ -51,31 +53,6 @@ REVIEWS_DR = {
     "spec": {"host": "reviews", "subsets": [
         {"name": v, "labels": {"version": v}} for v in ("v1", "v2", "v3")]},
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-class Api:
-    """One kept-alive HTTPS connection to the API server with the cluster's token."""
-
-    def __init__(self, kubeconfig: Path, ca_file: Path) -> None:
-        config = yaml.safe_load(kubeconfig.read_text())
-        server = config["clusters"][0]["cluster"]["server"]
-        host, port = server.removeprefix("https://").split(":")
-        self.token = config["users"][0]["user"]["token"]
-        context = ssl.create_default_context(cafile=str(ca_file))
-        self.conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-
-    def request(self, method: str, path: str, body: object | None = None,
-                content_type: str = "application/json") -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": content_type}
-        payload = json.dumps(body).encode() if body is not None else None
-        self.conn.request(method, path, body=payload, headers=headers)
-        response = self.conn.getresponse()
-        return response.status, response.read()
 
 
 class Kubectl:

@@ -3,12 +3,12 @@ deployed once per test module, applying Istio YAML into it, and resetting routin
 
 Usage in a test module:
 
-    from mesh_support import MeshNamespace, mesh_namespace_fixture
+    from mesh_support import MeshNamespace, mesh_namespace_fixture, yaml_stream, virtual_service
 
     bookinfo = mesh_namespace_fixture("bookinfo", "curl")   # module-scoped fixture
 
     def test_something(bookinfo: MeshNamespace) -> None:
-        bookinfo.apply(VIRTUAL_SERVICE_YAML)
+        bookinfo.apply(yaml_stream(virtual_service("reviews", route("reviews", "v2"))))
         code, body = bookinfo.curl("http://productpage:9080/productpage")
 
 Every name here is imported by other test modules: keep the signatures stable.
@@ -21,8 +21,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from conftest import Kubectl, poll
 
 from labs.cluster import ClusterRef
@@ -31,6 +33,8 @@ MANIFESTS = Path(__file__).resolve().parent.parent / "labs" / "manifests"
 ROUTING_KINDS = ("virtualservices.networking.istio.io", "destinationrules.networking.istio.io",
                  "peerauthentications.security.istio.io", "serviceentries.networking.istio.io")
 CURL_STATUS_MARK = "__meshlab_status__="
+Obj = dict[str, Any]
+JASON_MATCH = [{"headers": {"end-user": {"exact": "jason"}}}]  # the tasks' `end-user: jason`
 
 
 def manifest(name: str) -> str:
@@ -93,6 +97,48 @@ class MeshNamespace:
             pytest.fail(f"curl {url} from {workload} printed no status (exit "
                         f"{result.returncode}): {result.stderr}{result.stdout}")
         return int(code.strip()), body.removesuffix("\n")
+
+
+# --- Istio objects, field for field as the tasks' YAML (networking.istio.io/v1) -----------------
+
+def yaml_stream(*objects: Obj) -> str:
+    """The objects as one YAML stream, for `MeshNamespace.apply`."""
+    return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+def destination_rule(host: str, *versions: str, **spec: Any) -> Obj:
+    """DestinationRule named after `host` with one subset per `version` label (the shape of
+    samples/bookinfo/networking/destination-rule-all.yaml); `spec` adds e.g. trafficPolicy."""
+    body: Obj = {"host": host, **spec}
+    if versions:
+        body["subsets"] = [{"name": v, "labels": {"version": v}} for v in versions]
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": host}, "spec": body}
+
+
+def virtual_service(host: str, *http: Obj, name: str | None = None, **spec: Any) -> Obj:
+    """VirtualService `name` (default: the host) for `host` with these `http` rules; `spec`
+    adds other fields (e.g. `tcp`)."""
+    body: Obj = {"hosts": [host]}
+    if http:
+        body["http"] = list(http)
+    body.update(spec)
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name or host}, "spec": body}
+
+
+def destination(host: str, subset: str | None = None, weight: int | None = None) -> Obj:
+    """One item of an http rule's `route` list."""
+    target: Obj = {"host": host}
+    if subset:
+        target["subset"] = subset
+    return {"destination": target} | ({} if weight is None else {"weight": weight})
+
+
+def route(host: str, subset: str | None = None, **rule: Any) -> Obj:
+    """An http rule sending everything it matches to `host` (`subset`); `rule` adds match,
+    fault, timeout, retries ..."""
+    return {**rule, "route": [destination(host, subset)]}
 
 
 def wait_available(cluster: ClusterRef, namespace: str, timeout: float = 120) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import ssl
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -220,3 +223,19 @@ def test_environment_selects_the_cluster(state: Path, monkeypatch: pytest.Monkey
     by_env = meshlab("status", "-o", "json", state=state, env={"MESHLAB_CLUSTER": "alpha"})
     assert json.loads(by_env.stdout)["name"] == "alpha"
     assert json.loads(by_env.stdout)["pid"] == pid
+
+
+def test_daemon_stops_when_its_state_dir_is_deleted(tmp_path: Path) -> None:
+    """Does a daemon whose state directory disappears stop by itself (nothing lingers)?"""
+    cluster = EmbeddedCluster("orphan", tmp_path)
+    cluster.up()
+    pid = endpoint(tmp_path, "orphan")["pid"]
+    try:
+        shutil.rmtree(cluster.paths.dir)
+        deadline = time.monotonic() + 20
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not running(pid), "the daemon kept running without its state directory"
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import re
 
 import pytest
 from conftest import poll
-from mesh_support import MeshNamespace, mesh_namespace_fixture
+from mesh_support import MeshNamespace, destination_rule, mesh_namespace_fixture, yaml_stream
 
 from labs import proxy
 from labs.cluster import ClusterRef
@@ -34,21 +34,7 @@ spec:
     - containerPort: 8080
 """
 
-REVIEWS_SUBSETS = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-spec:
-  host: reviews
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-"""
+REVIEWS_SUBSETS = yaml_stream(destination_rule("reviews", "v1", "v2"))
 
 mesh = mesh_namespace_fixture("bookinfo", "curl", prefix="helpers", extra_yaml=PLAIN_POD)
 

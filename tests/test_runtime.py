@@ -14,109 +14,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from conftest import wait_until
+from runtime_support import KUBECTL, NODE, Cluster, Obj, run
 
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
-from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
-from labs.embedded.daemon import kubeconfig_text
-from labs.embedded.pki import server_context, serving_files
-from labs.embedded.runtime import PodRuntime
 from labs.embedded.runtime.context import BACKOFF_ENV, HOST_PORTS_ANNOTATION
-
-KUBECTL = Path(sys.executable).parent / "kubectl"
-TOKEN = "runtime-test-token"
-NODE = "meshlab-test-node"
-Obj = dict[str, Any]
 
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BACKOFF_ENV, "0.5")
-
-
-class Cluster:
-    """API + runtime (+ HTTP server and kubeconfig when `http=True`) for one test."""
-
-    def __init__(self, state_dir: Path, http: bool = False, api: ObjectApi | None = None) -> None:
-        self.state_dir = state_dir
-        self.http = http
-        self.api = api or ObjectApi(Store(None), ResourceRegistry())
-        self.rt = {p: self.api.registry.lookup("", "v1", p)
-                   for p in ("pods", "configmaps", "secrets", "services", "namespaces",
-                             "events", "nodes")}
-        self.kubeconfig = state_dir / "kubeconfig"
-
-    async def __aenter__(self) -> Cluster:
-        if self.api.find(self.rt["namespaces"], "", "default") is None:
-            self.api.create(self.rt["namespaces"], "", {"metadata": {"name": "default"}})
-        self.runtime = PodRuntime(self.api, self.state_dir, NODE)
-        self.task = asyncio.create_task(self.runtime.run())
-        if self.http:
-            # kubectl sends its token only over TLS: serve HTTPS as the daemon does
-            tls = serving_files(self.state_dir, "t")
-            self.ca = str(tls.ca_cert)
-            self.server = web.AppRunner(ApiServer(self.api, TOKEN, pod_io=self.runtime).app(),
-                                        access_log=None, shutdown_timeout=1)
-            await self.server.setup()
-            site = web.TCPSite(self.server, "127.0.0.1", 0, ssl_context=server_context(tls))
-            await site.start()
-            port = self.server.addresses[0][1]
-            self.url = f"https://127.0.0.1:{port}"
-            self.kubeconfig.write_text(kubeconfig_text("t", port, TOKEN,
-                                                       tls.ca_cert.read_bytes()))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        if self.http:
-            await self.server.cleanup()
-
-    # -- helpers -------------------------------------------------------------------------
-    def python_client(self) -> Any:
-        from kubernetes import client
-        config = client.Configuration(host=self.url, api_key={"authorization": f"Bearer {TOKEN}"})
-        config.ssl_ca_cert = self.ca
-        return client.ApiClient(config)
-
-    def create(self, plural: str, obj: Obj) -> Obj:
-        return self.api.create(self.rt[plural], "default", obj).object
-
-    def pod(self, name: str) -> Obj | None:
-        return self.api.find(self.rt["pods"], "default", name)
-
-    def events(self, name: str) -> list[Obj]:
-        items, _ = self.api.list(self.rt["events"], "default")
-        return [e for e in items if e["involvedObject"]["name"] == name]
-
-    async def ready_pod(self, name: str) -> Obj:
-        def ready() -> Obj | None:
-            pod = self.pod(name)
-            conds = (pod or {}).get("status", {}).get("conditions") or []
-            ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-            return pod if ok else None
-        return await wait_until(ready, f"pod {name} Ready")
-
-    async def kubectl(self, *args: str, stdin: bytes | None = None,
-                      timeout: float = 30) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), f"--kubeconfig={self.kubeconfig}", *args,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "HOME": str(self.state_dir)})
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
 
 
 def pod_spec(name: str, ports: tuple[int, ...] = (8080,), **container: Any) -> Obj:
@@ -146,10 +60,6 @@ def alive(pid: int) -> bool:
 def http_get(port: int, path: str = "/") -> Obj:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return json.loads(response.read())
-
-
-def run(coro: Awaitable[None]) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
 
 
 # -- tests --------------------------------------------------------------------------------------

@@ -22,111 +22,28 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 from conftest import wait_until
+from runtime_support import Cluster, Obj, run
 
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
-from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
 from labs.embedded.mesh import envoy, sidecar
 from labs.embedded.mesh.forwarder import NodeForwarder
 from labs.embedded.mesh.state import APP_PORTS, HOST_PORTS, PROXY_PORTS, ProxyFiles
-from labs.embedded.pki import server_context, serving_files
-from labs.embedded.runtime import PodRuntime, twins
+from labs.embedded.runtime import twins
 from labs.embedded.runtime.context import BACKOFF_ENV
 from labs.embedded.runtime.ports import PortAllocator
 from labs.embedded.runtime.probes import tcp_check
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
-TOKEN = "mesh-runtime-test-token"
-NODE = "meshlab-mesh-node"
 PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
-Obj = dict[str, Any]
 
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BACKOFF_ENV, "0.5")
-
-
-class Cluster:
-    """API + runtime + HTTPS API server (for kubectl exec) for one test."""
-
-    def __init__(self, state_dir: Path, forwarder_port: int | None = None,
-                 api: ObjectApi | None = None) -> None:
-        self.state_dir = state_dir
-        self.forwarder_port = forwarder_port
-        self.api = api or ObjectApi(Store(None), ResourceRegistry())
-        self.rt = {p: self.api.registry.lookup("", "v1", p)
-                   for p in ("pods", "namespaces", "events")}
-        self.kubeconfig = state_dir / "kubeconfig"
-
-    async def __aenter__(self) -> Cluster:
-        if self.api.find(self.rt["namespaces"], "", "default") is None:
-            self.api.create(self.rt["namespaces"], "", {"metadata": {"name": "default"}})
-        self.runtime = PodRuntime(self.api, self.state_dir, NODE,
-                                  forwarder_port=self.forwarder_port)
-        self.task = asyncio.create_task(self.runtime.run())
-        tls = serving_files(self.state_dir, "t")
-        self.server = web.AppRunner(ApiServer(self.api, TOKEN, pod_io=self.runtime).app(),
-                                    access_log=None, shutdown_timeout=1)
-        await self.server.setup()
-        site = web.TCPSite(self.server, "127.0.0.1", 0, ssl_context=server_context(tls))
-        await site.start()
-        port = self.server.addresses[0][1]
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "t", "cluster": {"server": f"https://127.0.0.1:{port}",
-                                                   "certificate-authority": str(tls.ca_cert)}}],
-            "users": [{"name": "t", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t",
-                                                   "namespace": "default"}}]}))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.server.cleanup()
-
-    def create(self, pod: Obj) -> Obj:
-        return self.api.create(self.rt["pods"], "default", pod).object
-
-    def pod(self, name: str) -> Obj | None:
-        return self.api.find(self.rt["pods"], "default", name)
-
-    def events(self, name: str) -> list[Obj]:
-        items, _ = self.api.list(self.rt["events"], "default")
-        return [e for e in items if e["involvedObject"]["name"] == name]
-
-    def container_ready(self, name: str, container: str) -> bool:
-        statuses = ((self.pod(name) or {}).get("status") or {}).get("containerStatuses") or []
-        return any(s["name"] == container and s["ready"] for s in statuses)
-
-    async def ready_pod(self, name: str) -> Obj:
-        def ready() -> Obj | None:
-            pod = self.pod(name)
-            conds = (pod or {}).get("status", {}).get("conditions") or []
-            ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-            return pod if ok else None
-        return await wait_until(ready, f"pod {name} Ready")
-
-    async def kubectl(self, *args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), f"--kubeconfig={self.kubeconfig}", *args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "HOME": str(self.state_dir)})
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
-
-    async def exec_env(self, pod: str, container: str) -> dict[str, str]:
-        code, out, err = await self.kubectl("exec", pod, "-c", container, "--", "env")
-        assert code == 0, err
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def plain_pod(name: str, image: str = "example/web:1") -> Obj:
@@ -213,10 +130,6 @@ def health_listener(port: int) -> Obj:
                              "Router"}}]}}]}]}]}
 
 
-def run(coro: Any) -> None:
-    asyncio.run(coro)
-
-
 # -- tests --------------------------------------------------------------------------------------
 def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     """Does the sidecar write a bootstrap (Istio-style node id) and empty xDS files that the
@@ -259,8 +172,8 @@ def test_meshed_pod_runs_envoy_and_turns_ready_once_configured(tmp_path: Path) -
     starts, its app listen on the app port, a real Envoy answer on the admin port, and the pod
     turn Ready only once a health listener is configured on port 15021's host port?"""
     async def scenario() -> None:
-        async with Cluster(tmp_path) as c:
-            c.create(meshed_pod("web"))
+        async with Cluster(tmp_path, http=True) as c:
+            c.create("pods", meshed_pod("web"))
             pod = await wait_until(lambda: c.container_ready("web", "app") and c.pod("web"),
                                    "the app container ready")
             host, app, proxy = (annotation(pod, k) for k in (HOST_PORTS, APP_PORTS, PROXY_PORTS))
@@ -305,13 +218,13 @@ def test_daemon_restart_keeps_a_meshed_pods_ports(tmp_path: Path) -> None:
     """When the daemon comes back, does a meshed pod keep its host, app and proxy ports?"""
     async def scenario() -> None:
         api = ObjectApi(Store(None), ResourceRegistry())
-        async with Cluster(tmp_path, api=api) as c:
-            c.create(meshed_pod("durable"))
+        async with Cluster(tmp_path, http=True, api=api) as c:
+            c.create("pods", meshed_pod("durable"))
             pod = await wait_until(lambda: c.container_ready("durable", "app")
                                    and c.pod("durable"), "the app container ready")
             before = {k: pod["metadata"]["annotations"][k]
                       for k in (HOST_PORTS, APP_PORTS, PROXY_PORTS)}
-        async with Cluster(tmp_path, api=api) as c:
+        async with Cluster(tmp_path, http=True, api=api) as c:
             def restarted() -> Obj | None:
                 pod = c.pod("durable")
                 statuses = pod["status"]["containerStatuses"]
@@ -329,9 +242,9 @@ def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
     forwarder_port = PortAllocator().allocate()
 
     async def scenario() -> None:
-        async with Cluster(tmp_path, forwarder_port=forwarder_port) as c:
-            c.create(meshed_pod("meshed"))
-            c.create(plain_pod("plain"))
+        async with Cluster(tmp_path, http=True, forwarder_port=forwarder_port) as c:
+            c.create("pods", meshed_pod("meshed"))
+            c.create("pods", plain_pod("plain"))
             await c.ready_pod("plain")
             pod = await wait_until(lambda: c.container_ready("meshed", "app")
                                    and c.pod("meshed"), "the meshed app container ready")
@@ -361,8 +274,8 @@ def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
 def test_no_proxy_settings_without_a_forwarder(tmp_path: Path) -> None:
     """Without a node forwarder, does a plain pod get no proxy settings and no `.curlrc`?"""
     async def scenario() -> None:
-        async with Cluster(tmp_path) as c:
-            c.create(plain_pod("plain"))
+        async with Cluster(tmp_path, http=True) as c:
+            c.create("pods", plain_pod("plain"))
             await c.ready_pod("plain")
             env = await c.exec_env("plain", "app")
             assert "http_proxy" not in env and "HTTP_PROXY" not in env
@@ -385,9 +298,9 @@ def test_commands_an_image_provides_are_on_path(tmp_path: Path,
                         lambda image: loadgen if image.startswith("example/loadgen") else None)
 
     async def scenario() -> None:
-        async with Cluster(tmp_path) as c:
-            c.create(plain_pod("gen", image="example/loadgen:1"))
-            c.create(plain_pod("other"))
+        async with Cluster(tmp_path, http=True) as c:
+            c.create("pods", plain_pod("gen", image="example/loadgen:1"))
+            c.create("pods", plain_pod("other"))
             pod = await c.ready_pod("gen")
             await c.ready_pod("other")
             code, out, err = await c.kubectl("exec", "gen", "--", "loadgen", "load", "-n", "3")
@@ -405,8 +318,8 @@ def test_catalog_fortio_runs_in_exec_by_name_and_by_image_path(tmp_path: Path) -
     """Does `kubectl exec <fortio pod> -- fortio …` work, and `/usr/bin/fortio …` as Istio's
     tasks type it?"""
     async def scenario() -> None:
-        async with Cluster(tmp_path) as c:
-            c.create(plain_pod("fortio", image="fortio/fortio:latest_release"))
+        async with Cluster(tmp_path, http=True) as c:
+            c.create("pods", plain_pod("fortio", image="fortio/fortio:latest_release"))
             pod = await c.ready_pod("fortio")
             code, out, err = await c.kubectl("exec", "fortio", "--", "sh", "-c",
                                              "command -v fortio")

@@ -41,6 +41,7 @@ from labs.embedded.pki import server_context, serving_files
 from labs.embedded.runtime import PodRuntime
 
 log = logging.getLogger("meshlab.daemon")
+STATE_DIR_CHECK_S = 2.0
 
 
 def kubeconfig_text(name: str, port: int, token: str, ca_pem: bytes) -> str:
@@ -216,6 +217,14 @@ class Daemon:
         self.paths = paths
         self.stop_requested = asyncio.Event()
 
+    async def _stop_when_state_dir_goes(self) -> None:
+        """A daemon whose state directory was deleted (a removed temp dir, `rm -rf ~/.meshlab`)
+        can no longer be found by `meshlab down`: it stops itself instead of lingering."""
+        while self.paths.dir.is_dir():
+            await asyncio.sleep(STATE_DIR_CHECK_S)
+        log.warning("state directory %s is gone; stopping", self.paths.dir)
+        self.stop_requested.set()
+
     async def serve(self) -> None:
         paths = self.paths
         token = _existing_token(paths) or random_token()
@@ -252,6 +261,8 @@ class Daemon:
         log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)
         try:
             done_waiter = asyncio.create_task(self.stop_requested.wait())
+            tasks.append(asyncio.create_task(self._stop_when_state_dir_goes(),
+                                             name="state-dir-watch"))
             finished, _ = await asyncio.wait([done_waiter, *tasks],
                                              return_when=asyncio.FIRST_COMPLETED)
             for task in finished:

@@ -10,13 +10,12 @@ and stops it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
 
 from ..runtime.probes import http_check
-from ..runtime.process import child_setup
+from ..runtime.process import start_helper, stop_helper
 from .envoy import bootstrap, envoy_command, write_bootstrap, write_empty_xds
 from .state import TRUST_DOMAIN, ProxyFiles
 
@@ -79,18 +78,15 @@ class NodeForwarder:
         self._supervisor = asyncio.create_task(self._supervise(), name="node-forwarder")
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        with self.log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self._proc = await asyncio.create_subprocess_exec(
-                *envoy_command(self.bootstrap_path, admin_log=self.log_path),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=child_setup())
+        self._proc = await start_helper(
+            envoy_command(self.bootstrap_path, admin_log=self.log_path), self.log_path)
         return self._proc
 
     async def _until_ready(self, proc: asyncio.subprocess.Process) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while not (await http_check(self.admin_port, "/ready", [], 1.0)).ok:
             if proc.returncode is not None or time.monotonic() > deadline:
-                await self._kill(proc)
+                await stop_helper(proc, STOP_GRACE)
                 raise ForwarderError(
                     f"the node forwarder's Envoy did not become ready on admin port "
                     f"127.0.0.1:{self.admin_port} (exit code {proc.returncode}); see "
@@ -124,17 +120,6 @@ class NodeForwarder:
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
         if self._proc is not None:
-            await self._kill(self._proc)
+            await stop_helper(self._proc, STOP_GRACE)
             self._proc = None
 
-    @staticmethod
-    async def _kill(proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()

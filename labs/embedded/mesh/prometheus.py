@@ -11,7 +11,6 @@ plane pass; Prometheus watches it. Without a binary nothing starts and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import shutil
@@ -24,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..runtime.process import child_setup
+from ..runtime.process import start_helper, stop_helper
 from .state import MeshState, proxy_ports, workload_name
 from .writer import write_atomic
 
@@ -128,14 +127,12 @@ class PrometheusServer:
                 write_atomic(self.targets_file, self._targets_text)
             write_atomic(self.config_file, yaml.safe_dump(config, sort_keys=False))
         await asyncio.to_thread(prepare)
-        with self.log_path.open("ab") as out:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.binary, f"--config.file={self.config_file}",
-                f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--storage.tsdb.retention.time={RETENTION}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=child_setup())
+        self._proc = await start_helper(
+            [self.binary, f"--config.file={self.config_file}",
+             f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--storage.tsdb.retention.time={RETENTION}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            self.log_path)
         await self._until_ready()
         log.info("Prometheus serving on 127.0.0.1:%d", self.port)
 
@@ -155,16 +152,8 @@ class PrometheusServer:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if proc is not None:
+            await stop_helper(proc, STOP_GRACE)
 
 
 def _answers(url: str) -> bool:

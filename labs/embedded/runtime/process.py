@@ -1,9 +1,10 @@
-"""Local processes standing in for containers: start, log capture, stop, and crash clean-up.
+"""Local processes standing in for containers — start, log capture, stop, crash clean-up — and
+the daemon's own helper processes (the node forwarder's Envoy, Prometheus).
 
 Every child gets its own session (so a signal reaches its whole process group, as stopping a
 container stops everything in it) and, on Linux, PR_SET_PDEATHSIG=SIGKILL (so it dies with the
 daemon). The death signal follows the *thread* that forked the child: the daemon runs its event
-loop in the main thread, which lives as long as the process. Each child's pid goes to a file; a
+loop in the main thread, which lives as long as the process. Each container's pid goes to a file; a
 daemon restarted after `kill -9` kills whatever those files still name, once it has checked
 through /proc that the process really belongs to that pod.
 """
@@ -18,7 +19,7 @@ import os
 import signal
 import sys
 import termios
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import crilog
@@ -115,6 +116,29 @@ async def start(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
         start_new_session=True, preexec_fn=child_setup())
     pid_path.write_text(f"{proc.pid}\n")
     return ContainerProcess(proc, log_path, pid_path)
+
+
+async def start_helper(argv: Sequence[str], log_path: Path) -> asyncio.subprocess.Process:
+    """Start one of the daemon's own helpers (an Envoy, Prometheus) with its output appended to
+    `log_path`: in its own session and dying with the daemon, like a container's process."""
+    with log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True, preexec_fn=child_setup())
+
+
+async def stop_helper(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM a helper, SIGKILL it after `grace` seconds; returns once it has exited."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def previous_log(log_path: Path) -> Path:
