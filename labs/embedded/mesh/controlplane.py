@@ -35,9 +35,11 @@ from .state import (
 )
 from .status import REPORTED_KEYS, StatusReporter
 from .writer import XdsWriter
+from .xds.authorization import build_rbac_filters
 from .xds.clusters import build_outbound
 from .xds.diagnostics import outbound_warnings
 from .xds.forwarder_config import build_forwarder, build_forwarder_routes
+from .xds.jwt import build_jwt_filter
 from .xds.listeners import build_inbound_clusters, build_sidecar_listeners
 from .xds.observability import telemetry_clusters
 
@@ -57,6 +59,8 @@ STATE_KINDS: dict[str, tuple[str, str, str]] = {
     "service_entries": ("networking.istio.io", "v1", "serviceentries"),
     "gateways": ("networking.istio.io", "v1", "gateways"),
     "peer_authentications": ("security.istio.io", "v1", "peerauthentications"),
+    "authorization_policies": ("security.istio.io", "v1", "authorizationpolicies"),
+    "request_authentications": ("security.istio.io", "v1", "requestauthentications"),
 }
 STATE_KEYS = frozenset(f"{group}/{plural}" for group, _, plural in STATE_KINDS.values())
 CONFIGMAPS = "/configmaps"
@@ -245,7 +249,10 @@ class MeshControlPlane:
         clusters, route_configs = build_outbound(state, pod, files)
         clusters = [*clusters, *build_inbound_clusters(state, pod),
                     *telemetry_clusters(self.telemetry_port)]
-        listeners = build_sidecar_listeners(state, pod, files, self.telemetry_port)
+        # jwt_authn first: the RBAC filters read the payload it validated.
+        inbound_filters = [*build_jwt_filter(state, pod), *build_rbac_filters(state, pod)]
+        listeners = build_sidecar_listeners(state, pod, files, self.telemetry_port,
+                                            inbound_http_filters=inbound_filters)
         return EnvoyResources(listeners=listeners, clusters=clusters,
                               route_configs=route_configs)
 

@@ -122,6 +122,8 @@ class MeshState:
     peer_authentications: list[Obj] = field(default_factory=list)
     service_entries: list[Obj] = field(default_factory=list)
     gateways: list[Obj] = field(default_factory=list)
+    authorization_policies: list[Obj] = field(default_factory=list)
+    request_authentications: list[Obj] = field(default_factory=list)
     root_namespace: str = ROOT_NAMESPACE
 
     def __post_init__(self) -> None:

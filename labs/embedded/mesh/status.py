@@ -17,6 +17,8 @@ from typing import Any
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
 from ..apiserver.objects import now
+from .xds.authorization import authz_unsupported_fields
+from .xds.jwt import ra_unsupported_fields
 from .xds.peer_authentication import pa_unsupported_fields
 from .xds.unsupported import unsupported_fields
 
@@ -57,10 +59,10 @@ REPORTED_KINDS: tuple[ReportedKind, ...] = (
                  "every sidecar sees every service of the mesh"),
     ReportedKind(NETWORKING, "v1", "workloadentries", "WorkloadEntry", None,
                  "only pods are workloads in the embedded cluster"),
-    ReportedKind(SECURITY, "v1", "authorizationpolicies", "AuthorizationPolicy", None,
-                 "requests are not authorized by policy yet"),
-    ReportedKind(SECURITY, "v1", "requestauthentications", "RequestAuthentication", None,
-                 "JWTs are not validated yet"),
+    ReportedKind(SECURITY, "v1", "authorizationpolicies", "AuthorizationPolicy",
+                 authz_unsupported_fields),
+    ReportedKind(SECURITY, "v1", "requestauthentications", "RequestAuthentication",
+                 ra_unsupported_fields),
     ReportedKind("telemetry.istio.io", "v1", "telemetries", "Telemetry", None,
                  "metrics, access logs and traces always use Istio's defaults"),
 )

@@ -15,6 +15,7 @@ claims are read from the JWT payload the jwt_authn filter stores in its dynamic 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ..state import MeshState, Obj, host_ports
@@ -31,6 +32,7 @@ SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces",
                  "requestPrincipals", "notRequestPrincipals"}
 OPERATION_FIELDS = {"methods", "notMethods", "paths", "notPaths", "ports", "notPorts",
                     "hosts", "notHosts"}
+TARGET_REFS = {"targetRef", "targetRefs"}
 WHEN_KEYS = ("request.headers[", "request.auth.claims[")
 WHEN_PLAIN = {"source.principal", "source.namespace", "request.auth.principal",
               "destination.port"}
@@ -48,8 +50,9 @@ def selected(policies: list[Obj], state: MeshState, pod: Obj) -> list[Obj]:
     labels = pod["metadata"].get("labels") or {}
     chosen = []
     for policy in policies:
-        if policy["metadata"].get("deletionTimestamp"):
-            continue
+        spec = policy.get("spec") or {}
+        if policy["metadata"].get("deletionTimestamp") or TARGET_REFS & spec.keys():
+            continue  # targetRef(s) attach a policy to gateways/waypoints, never to sidecars
         policy_ns = policy["metadata"].get("namespace", "")
         if policy_ns not in (namespace, state.root_namespace):
             continue
@@ -102,16 +105,12 @@ def _namespace(value: str) -> Obj:
     if value == "*":
         return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/.+/.*"}}}}
     if value.endswith("*"):
-        regex = f".*/ns/{_escape(value[:-1])}.*/.*"
+        regex = f".*/ns/{re.escape(value[:-1])}.*/.*"
     elif value.startswith("*"):
-        regex = f".*/ns/.*{_escape(value[1:])}/.*"
+        regex = f".*/ns/.*{re.escape(value[1:])}/.*"
     else:
-        regex = f".*/ns/{_escape(value)}/.*"
+        regex = f".*/ns/{re.escape(value)}/.*"
     return {"authenticated": {"principal_name": {"safe_regex": {"regex": regex}}}}
-
-
-def _escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in r".^$*+?()[]{}|\/" else c for c in text)
 
 
 def _payload(path: list[str], value: Obj) -> Obj:
@@ -136,9 +135,9 @@ def _request_principal(value: str) -> Obj:
 
 
 def _claim(key: str, value: str) -> Obj:
-    """A claim (nested with `.`, as Istio's `request.auth.claims[a.b]`), a string or a list
-    containing the value."""
-    path = key.split(".")
+    """A claim — nested ones written `request.auth.claims[a][b]` as in Istio — that is the
+    value or a list containing it."""
+    path = key.split("][")
     return {"or_ids": {"ids": [
         _payload(path, {"string_match": string_match(value)}),
         _payload(path, {"list_match": {"one_of": {"string_match": string_match(value)}}})]}}
@@ -179,8 +178,10 @@ def _operation(pod: Obj, operation: Obj) -> list[Obj]:
         return {"url_path": {"path": string_match(v)}}
 
     def hosts(v: str) -> Obj:
+        if v == "*":
+            return _header(":authority", v)
         return {"header": {"name": ":authority",
-                           "string_match": {**string_match(v.lower()), "ignore_case": True}}}
+                           "string_match": {**string_match(v), "ignore_case": True}}}
 
     def ports(v: str) -> Obj:
         return _port(pod, v)
@@ -265,6 +266,8 @@ def build_rbac_filters(state: MeshState, pod: Obj) -> list[Obj]:
             continue  # AUDIT never changes the decision; CUSTOM is reported as not emulated
         meta = policy["metadata"]
         for index, rule in enumerate((policy.get("spec") or {}).get("rules") or []):
+            if action == ALLOW and _rule_problems(rule or {}, ""):
+                continue  # fail closed, like istiod: reported by authz_unsupported_fields
             name = f"ns[{meta.get('namespace', '')}]-policy[{meta['name']}]-rule[{index}]"
             by_action[action][name] = _rule_policy(pod, rule or {})
     filters = []
@@ -277,32 +280,52 @@ def build_rbac_filters(state: MeshState, pod: Obj) -> list[Obj]:
 
 # --- what is not emulated ------------------------------------------------------------------------
 
+def unknown_spec_fields(spec: Obj, known: set[str]) -> list[str]:
+    """Top-level fields not emulated; a policy with targetRef(s) applies to no sidecar."""
+    return [f"spec.{key} (the policy applies to no sidecar)" if key in TARGET_REFS
+            else f"spec.{key}" for key in sorted(spec) if key not in known]
+
+
 def authz_unsupported_fields(obj: Obj) -> list[str]:
-    """Field paths of an AuthorizationPolicy that have no effect here."""
+    """Field paths of an AuthorizationPolicy that are not emulated (see `_rule_problems` for
+    what a rule using one does)."""
     spec = obj.get("spec") or {}
-    ignored = [f"spec.{key}" for key in sorted(spec) if key not in KNOWN_SPEC_FIELDS]
+    ignored = unknown_spec_fields(spec, KNOWN_SPEC_FIELDS)
     action = spec.get("action") or ALLOW
     if action == CUSTOM:
         ignored.append("spec.action CUSTOM (ext-authz providers; the policy has no effect)")
     elif action not in (ALLOW, DENY, AUDIT):
         ignored.append(f"spec.action {action} (use ALLOW, DENY or AUDIT)")
     for r, rule in enumerate(spec.get("rules") or []):
-        rule = rule or {}
-        for f, item in enumerate(rule.get("from") or []):
-            for key in sorted((item or {}).get("source") or {}):
-                if key not in SOURCE_FIELDS:
-                    ignored.append(f"spec.rules[{r}].from[{f}].source.{key}")
-            for value in [*(item or {}).get("source", {}).get("requestPrincipals") or [],
-                          *(item or {}).get("source", {}).get("notRequestPrincipals") or []]:
-                if value != "*" and "/" not in value:
-                    ignored.append(f"spec.rules[{r}].from[{f}].source.requestPrincipals "
-                                   f"{value!r} (write <issuer>/<subject>)")
-        for t, item in enumerate(rule.get("to") or []):
-            for key in sorted((item or {}).get("operation") or {}):
-                if key not in OPERATION_FIELDS:
-                    ignored.append(f"spec.rules[{r}].to[{t}].operation.{key}")
-        for w, condition in enumerate(rule.get("when") or []):
-            key = (condition or {}).get("key", "")
-            if key not in WHEN_PLAIN and not (key.startswith(WHEN_KEYS) and key.endswith("]")):
-                ignored.append(f"spec.rules[{r}].when[{w}].key {key}")
+        problems = _rule_problems(rule or {}, f"spec.rules[{r}]")
+        if problems and action == ALLOW:
+            problems[-1] += f" (so spec.rules[{r}] never matches, as in Istio)"
+        ignored += problems
     return ignored
+
+
+def _rule_problems(rule: Obj, where: str) -> list[str]:
+    """What of one rule is not emulated. Like istiod, an ALLOW rule with such a field never
+    matches (fail closed) and a DENY rule is applied without it (denies more)."""
+    problems = []
+    for f, item in enumerate(rule.get("from") or []):
+        source = (item or {}).get("source") or {}
+        problems += [f"{where}.from[{f}].source.{key}" for key in sorted(source)
+                     if key not in SOURCE_FIELDS]
+        for value in [*(source.get("requestPrincipals") or []),
+                      *(source.get("notRequestPrincipals") or [])]:
+            if value != "*" and "/" not in value:
+                problems.append(f"{where}.from[{f}].source.requestPrincipals "
+                                f"{value!r} (write <issuer>/<subject>)")
+    for t, item in enumerate(rule.get("to") or []):
+        operation = (item or {}).get("operation") or {}
+        problems += [f"{where}.to[{t}].operation.{key}" for key in sorted(operation)
+                     if key not in OPERATION_FIELDS]
+        problems += [f"{where}.to[{t}].operation.{key} {value!r} (not a port number)"
+                     for key in ("ports", "notPorts") for value in operation.get(key) or []
+                     if not str(value).isdigit()]
+    for w, condition in enumerate(rule.get("when") or []):
+        key = (condition or {}).get("key", "")
+        if key not in WHEN_PLAIN and not (key.startswith(WHEN_KEYS) and key.endswith("]")):
+            problems.append(f"{where}.when[{w}].key {key}")
+    return problems

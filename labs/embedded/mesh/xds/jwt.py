@@ -11,12 +11,13 @@ reads `request.auth.claims[...]` and request principals.
 from __future__ import annotations
 
 from ..state import MeshState, Obj
-from .authorization import JWT_FILTER, PAYLOAD_KEY, selected
+from .authorization import JWT_FILTER, PAYLOAD_KEY, selected, unknown_spec_fields
 
 JWT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 KNOWN_SPEC_FIELDS = {"selector", "jwtRules"}
 KNOWN_RULE_FIELDS = {"issuer", "audiences", "jwks", "jwksUri", "forwardOriginalToken",
-                     "outputPayloadToHeader", "fromHeaders", "fromParams"}
+                     "outputPayloadToHeader", "outputClaimToHeaders", "fromHeaders",
+                     "fromParams"}
 
 
 def _provider(rule: Obj) -> Obj:
@@ -30,6 +31,10 @@ def _provider(rule: Obj) -> Obj:
         provider["audiences"] = list(rule["audiences"])
     if rule.get("outputPayloadToHeader"):
         provider["forward_payload_header"] = rule["outputPayloadToHeader"]
+    if rule.get("outputClaimToHeaders"):
+        provider["claim_to_headers"] = [
+            {"header_name": item["header"], "claim_name": item["claim"]}
+            for item in rule["outputClaimToHeaders"] if item.get("header") and item.get("claim")]
     if rule.get("fromHeaders"):
         provider["from_headers"] = [
             {"name": h["name"], **({"value_prefix": h["prefix"]} if h.get("prefix") else {})}
@@ -64,7 +69,7 @@ def build_jwt_filter(state: MeshState, pod: Obj) -> list[Obj]:
 def ra_unsupported_fields(obj: Obj) -> list[str]:
     """Field paths of a RequestAuthentication that have no effect here."""
     spec = obj.get("spec") or {}
-    ignored = [f"spec.{key}" for key in sorted(spec) if key not in KNOWN_SPEC_FIELDS]
+    ignored = unknown_spec_fields(spec, KNOWN_SPEC_FIELDS)
     for index, rule in enumerate(spec.get("jwtRules") or []):
         rule = rule or {}
         where = f"spec.jwtRules[{index}]"
