@@ -140,9 +140,20 @@ def test_custom_objects_virtual_service(api_client: client.ApiClient, namespace:
         VS_GROUP, VS_VERSION, namespace, VS_PLURAL, "r", {"spec": {"hosts": ["reviews.x"]}})
     assert patched["spec"]["hosts"] == ["reviews.x"]
     assert patched["metadata"]["generation"] == 2
-    patched["spec"]["gateways"] = ["mesh"]
-    replaced = custom.replace_namespaced_custom_object(VS_GROUP, VS_VERSION, namespace,
-                                                       VS_PLURAL, "r", patched)
+    # The mesh control plane may write this VS's status meanwhile (its host matches no
+    # Service): read-modify-write retries on 409, as every Kubernetes client must.
+    for _ in range(5):
+        current = custom.get_namespaced_custom_object(VS_GROUP, VS_VERSION, namespace,
+                                                      VS_PLURAL, "r")
+        current["spec"]["gateways"] = ["mesh"]
+        try:
+            replaced = custom.replace_namespaced_custom_object(VS_GROUP, VS_VERSION, namespace,
+                                                               VS_PLURAL, "r", current)
+            break
+        except ApiException as conflict:
+            assert status_of(conflict)["reason"] == "Conflict"
+    else:
+        pytest.fail("replace kept conflicting")
     assert replaced["spec"]["gateways"] == ["mesh"]
     custom.delete_namespaced_custom_object(VS_GROUP, VS_VERSION, namespace, VS_PLURAL, "r")
     with pytest.raises(ApiException) as err:
