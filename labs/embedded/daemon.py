@@ -33,6 +33,7 @@ from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
 from labs.embedded.mesh.controlplane import MeshControlPlane
 from labs.embedded.mesh.forwarder import NodeForwarder
+from labs.embedded.mesh.gateway_install import install_ingress_gateway
 from labs.embedded.mesh.injection import register_injection
 from labs.embedded.mesh.prometheus import PrometheusServer, prometheus_binary
 from labs.embedded.mesh.telemetry import TelemetryServer
@@ -220,7 +221,8 @@ class Daemon:
     async def _stop_when_state_dir_goes(self) -> None:
         """A daemon whose state directory was deleted (a removed temp dir, `rm -rf ~/.meshlab`)
         can no longer be found by `meshlab down`: it stops itself instead of lingering."""
-        while self.paths.dir.is_dir():
+        # The database, not the directory: running pods keep re-creating their own folders.
+        while self.paths.database.exists():
             await asyncio.sleep(STATE_DIR_CHECK_S)
         log.warning("state directory %s is gone; stopping", self.paths.dir)
         self.stop_requested.set()
@@ -255,6 +257,7 @@ class Daemon:
         tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
         await mesh.start()
+        install_ingress_gateway(api)
         tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
         write_private(paths.endpoint, json.dumps(
             {"pid": os.getpid(), "port": port, **mesh.endpoint_ports()}))

@@ -2,11 +2,11 @@
 
 It plays istiod's part. Every change to a pod, service, endpoint, namespace or Istio object
 triggers a pass (after a short debounce that folds a burst — one `kubectl apply -f` of many
-objects — into one): take a `MeshState` snapshot, give each sidecar that the runtime has started
-a certificate (SDS files, before anything refers to them) and its clusters, routes and listeners
-(file-based xDS, only files whose content changed), program the node forwarder the same way,
-publish the mesh root in every namespace, and report what is not emulated on the objects
-themselves. A periodic check rotates certificates at half their lifetime.
+objects — into one): take a `MeshState` snapshot, give each sidecar and gateway proxy that the
+runtime has started a certificate (SDS files, before anything refers to them) and its clusters,
+routes and listeners (file-based xDS, only files whose content changed), program the node
+forwarder the same way, publish the mesh root in every namespace, and report what is not
+emulated on the objects themselves. A periodic check rotates certificates at half their lifetime.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
 from ..apiserver.store import Event
+from ..paths import write_private
 from .ca import MeshCA, WorkloadCert, default_ttl, needs_rotation
 from .state import (
     HOST_PORTS,
@@ -39,6 +40,12 @@ from .xds.authorization import build_rbac_filters
 from .xds.clusters import build_outbound
 from .xds.diagnostics import outbound_warnings
 from .xds.forwarder_config import build_forwarder, build_forwarder_routes
+from .xds.gateway import (
+    build_gateway,
+    credential_sds,
+    credential_sds_text,
+    gateway_credentials,
+)
 from .xds.jwt import build_jwt_filter
 from .xds.listeners import build_inbound_clusters, build_sidecar_listeners
 from .xds.observability import telemetry_clusters
@@ -64,6 +71,7 @@ STATE_KINDS: dict[str, tuple[str, str, str]] = {
 }
 STATE_KEYS = frozenset(f"{group}/{plural}" for group, _, plural in STATE_KINDS.values())
 CONFIGMAPS = "/configmaps"
+SECRETS = "/secrets"  # the ingress gateway's TLS certificates (credentialName)
 # What the Istio objects' status depends on: themselves, and the hosts they can refer to.
 STATUS_INPUTS = REPORTED_KEYS | {"/services", "/namespaces"}
 
@@ -165,7 +173,7 @@ class MeshControlPlane:
     def _note(self, event: Event, changed: set[str]) -> None:
         """Add the event's resource to `changed` when it matters to a pass."""
         key = event.key
-        if key not in STATE_KEYS and key not in REPORTED_KEYS and not (
+        if key not in STATE_KEYS and key not in REPORTED_KEYS and key != SECRETS and not (
                 key == CONFIGMAPS and event.object["metadata"]["name"] == ROOT_CERT_CONFIGMAP):
             return
         meta = event.object["metadata"]
@@ -215,15 +223,17 @@ class MeshControlPlane:
     def _program_sidecars(self, state: MeshState) -> int:
         written = 0
         live: dict[str, ProxyFiles] = {}
-        for pod in state.sidecar_pods():
+        gateways = state.gateway_pods()
+        for pod in [*state.sidecar_pods(), *gateways]:
             if not proxy_started(pod):
                 continue
             meta = pod["metadata"]
             files = ProxyFiles(sidecar_xds_dir(self.pods_dir, pod))
             live[meta["uid"]] = files
-            name = f"sidecar {meta.get('namespace')}/{meta['name']}"
-            written += self._program(name, files, lambda p=pod, f=files: self._sidecar_resources(
-                state, p, f))
+            gateway = pod in gateways
+            name = f"{'gateway' if gateway else 'sidecar'} {meta.get('namespace')}/{meta['name']}"
+            build = self._gateway_resources if gateway else self._sidecar_resources
+            written += self._program(name, files, lambda p=pod, f=files, b=build: b(state, p, f))
         for uid in self._proxies.keys() - live.keys():
             self.writer.forget(self._proxies[uid])
             self._certs.pop(uid, None)
@@ -255,6 +265,38 @@ class MeshControlPlane:
                                             inbound_http_filters=inbound_filters)
         return EnvoyResources(listeners=listeners, clusters=clusters,
                               route_configs=route_configs)
+
+    def _gateway_resources(self, state: MeshState, pod: Obj, files: ProxyFiles) -> EnvoyResources:
+        self._ensure_cert(pod, files)
+        credentials = self._write_credentials(state, pod, files)
+        return build_gateway(state, pod, files, self.telemetry_port, credentials)
+
+    def _write_credentials(self, state: MeshState, pod: Obj, files: ProxyFiles) -> list[str]:
+        """The SDS files of the gateway's TLS certificates (Gateway `credentialName`: a
+        kubernetes.io/tls Secret in the gateway's namespace), before any listener refers to
+        them; returns the names written. A missing or broken Secret is logged once."""
+        rt = self.api.registry.lookup("", "v1", "secrets")
+        assert rt is not None
+        namespace = pod["metadata"].get("namespace", "")
+        written = []
+        for name in gateway_credentials(state, pod):
+            secret = self.api.find(rt, namespace, name)
+            try:
+                if secret is None:
+                    raise ValueError(f"Secret {namespace}/{name} (a Gateway's credentialName) "
+                                     "does not exist: create it with `kubectl create secret "
+                                     f"tls {name} -n {namespace} --cert=... --key=...`")
+                text = credential_sds_text(secret)
+            except ValueError as err:
+                if str(err) not in self._logged_failures:
+                    self._logged_failures.add(str(err))
+                    log.warning("%s", err)
+                continue
+            path = credential_sds(files, name)
+            if not path.exists() or path.read_text() != text:
+                write_private(path, text)
+            written.append(name)
+        return written
 
     def _forwarder_resources(self, state: MeshState) -> EnvoyResources:
         assert self.forwarder is not None

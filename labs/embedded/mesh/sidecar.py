@@ -25,6 +25,9 @@ OUTBOUND_PORT_ENV = "MESHLAB_PROXY_OUTBOUND_PORT"
 SERVICE_CLUSTER_ENV = "MESHLAB_SERVICE_CLUSTER"
 POD_NAME_ENV = "MESHLAB_POD_NAME"
 POD_NAMESPACE_ENV = "MESHLAB_POD_NAMESPACE"
+# "router" for a gateway (its container runs `proxy router`), else "sidecar": Istio's node type.
+PROXY_TYPE_ENV = "MESHLAB_PROXY_TYPE"
+PROXY_TYPES = ("sidecar", "router")
 BOOTSTRAP_FILE = "bootstrap.yaml"
 
 
@@ -32,9 +35,10 @@ class SidecarConfigError(Exception):
     """The environment does not say enough to start this sidecar."""
 
 
-def node_id(pod: str, namespace: str) -> str:
-    """Istio's sidecar node id: `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`."""
-    return f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.{TRUST_DOMAIN}"
+def node_id(pod: str, namespace: str, proxy_type: str = "sidecar") -> str:
+    """Istio's node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`, the type being
+    `sidecar` or `router` (a gateway)."""
+    return f"{proxy_type}~127.0.0.1~{pod}.{namespace}~{namespace}.svc.{TRUST_DOMAIN}"
 
 
 def xds_files(home: Path) -> ProxyFiles:
@@ -63,13 +67,17 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     admin = _port(env, ADMIN_PORT_ENV)
     outbound = _port(env, OUTBOUND_PORT_ENV)
     pod, namespace = _required(env, POD_NAME_ENV), _required(env, POD_NAMESPACE_ENV)
+    proxy_type = env.get(PROXY_TYPE_ENV) or "sidecar"
+    if proxy_type not in PROXY_TYPES:
+        raise SidecarConfigError(f"{PROXY_TYPE_ENV}={proxy_type!r}: expected one of "
+                                 f"{', '.join(PROXY_TYPES)}")
     home = Path(_required(env, "HOME"))
     files = xds_files(home)
     write_empty_xds(files)
     path = home / BOOTSTRAP_FILE
     cluster = f"{env.get(SERVICE_CLUSTER_ENV) or pod}.{namespace}"
-    write_bootstrap(path, bootstrap(node_id(pod, namespace), cluster, admin, files))
-    print(f"sidecar for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
+    write_bootstrap(path, bootstrap(node_id(pod, namespace, proxy_type), cluster, admin, files))
+    print(f"{proxy_type} for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
           f"proxy on 127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",
           flush=True)
     return envoy_command(path)

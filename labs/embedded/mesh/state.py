@@ -58,6 +58,13 @@ def has_sidecar(pod: Obj) -> bool:
                for c in pod.get("spec", {}).get("containers") or [])
 
 
+def is_gateway(pod: Obj) -> bool:
+    """An Istio gateway (ingress/egress): its `istio-proxy` runs `proxy router`, is the pod's
+    only workload and captures no app traffic (Istio's node type `router`, not `sidecar`)."""
+    return any(c.get("name") == SIDECAR_CONTAINER and "router" in (c.get("args") or [])
+               for c in pod.get("spec", {}).get("containers") or [])
+
+
 def service_account(pod: Obj) -> str:
     return pod.get("spec", {}).get("serviceAccountName") or "default"
 
@@ -102,7 +109,7 @@ class Endpoint:
 
     @property
     def meshed(self) -> bool:
-        return self.pod is not None and has_sidecar(self.pod)
+        return self.pod is not None and has_sidecar(self.pod) and not is_gateway(self.pod)
 
     @property
     def spiffe_id(self) -> str | None:
@@ -176,7 +183,11 @@ class MeshState:
         return found
 
     def sidecar_pods(self) -> list[Obj]:
-        return [p for p in self.pods if has_sidecar(p)
+        return [p for p in self.pods if has_sidecar(p) and not is_gateway(p)
+                and not p["metadata"].get("deletionTimestamp")]
+
+    def gateway_pods(self) -> list[Obj]:
+        return [p for p in self.pods if is_gateway(p)
                 and not p["metadata"].get("deletionTimestamp")]
 
 

@@ -8,7 +8,9 @@ the app moves to a second, internal port (`meshlab.dev/app-ports`); the sidecar 
 admin and an outbound HTTP-proxy port (`meshlab.dev/proxy-ports`). The control plane reads all
 three annotations to write the sidecar's configuration, so they are written before any container
 starts. Apps reach services by name through an HTTP proxy: their sidecar's outbound listener in
-a meshed pod, the node forwarder (standing in for kube-proxy) otherwise.
+a meshed pod, the node forwarder (standing in for kube-proxy) otherwise. A gateway pod (its
+`istio-proxy` runs `proxy router`) has no app to capture: its Envoy listens on the host ports
+of its own declared ports, and learns it is a `router` from its environment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..mesh import state
-from ..mesh.sidecar import ADMIN_PORT_ENV, OUTBOUND_PORT_ENV, SERVICE_CLUSTER_ENV
+from ..mesh.sidecar import (
+    ADMIN_PORT_ENV,
+    OUTBOUND_PORT_ENV,
+    PROXY_TYPE_ENV,
+    SERVICE_CLUSTER_ENV,
+)
 from .ports import PortAllocator
 from .probes import probe_ports
 
@@ -106,6 +113,8 @@ def network_env(pod: Obj, ports: PodPorts, container: Obj,
         return {ADMIN_PORT_ENV: str(ports.proxy["admin"]),
                 OUTBOUND_PORT_ENV: str(ports.proxy["outbound"]),
                 HOST_PORTS_ENV: ports.annotations()[state.HOST_PORTS],
+                PROXY_TYPE_ENV: "router" if "router" in (container.get("args") or [])
+                else "sidecar",
                 SERVICE_CLUSTER_ENV: (pod["metadata"].get("labels") or {}).get("app")
                 or state.workload_name(pod)}
     if ports.meshed:

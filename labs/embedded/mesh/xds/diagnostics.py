@@ -46,7 +46,7 @@ def _virtual_services(state: MeshState, known: list[str]) -> list[ObjectWarning]
     for vs in sorted(state.virtual_services, key=creation_order):
         for pattern in vs_hosts(vs):
             problem = _matches_nothing(pattern, known, "VirtualService")
-            if problem:
+            if problem and applies_to_sidecars(vs):  # gateway hosts need no Service
                 out.append((vs, problem))
             if not applies_to_sidecars(vs):
                 continue

@@ -13,7 +13,13 @@ from ..state import MeshState, Obj
 from .destinationrule import destination_rule_for, effective_policy, hash_policy
 from .hosts import MeshHost, cluster_name
 from .values import ConfigError
-from .virtualservice import RouteContext, retry_policy, select_virtual_services, vs_routes
+from .virtualservice import (
+    HashLookup,
+    RouteContext,
+    retry_policy,
+    select_virtual_services,
+    vs_routes,
+)
 
 SIDECAR_ROUTES = "outbound"
 FORWARDER_ROUTES = "forwarder"
@@ -26,17 +32,7 @@ def sidecar_route_config(state: MeshState, hosts: list[MeshHost], proxy_pod: Obj
     namespace = meta.get("namespace", "")
     by_name = {h.hostname: h for h in hosts}
     chosen = select_virtual_services(state.virtual_services, list(by_name), namespace)
-
-    def hash_for(hostname: str, port: int, subset: str | None) -> Obj | None:
-        host = by_name.get(hostname)
-        if host is None:
-            return None
-        rule = destination_rule_for(state, host, proxy_pod)
-        try:
-            return hash_policy(effective_policy(rule, port, subset).get("loadBalancer"))
-        except ConfigError:
-            return None
-
+    hash_for = hash_lookup(state, by_name, proxy_pod)
     virtual_hosts = []
     seen: set[str] = set()
     for host in hosts:
@@ -57,6 +53,20 @@ def sidecar_route_config(state: MeshState, hosts: list[MeshHost], proxy_pod: Obj
         {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {
             "status": 502, "body": {"inline_string": UNKNOWN_HOST_BODY}}}]})
     return {"name": SIDECAR_ROUTES, "virtual_hosts": virtual_hosts, "validate_clusters": False}
+
+
+def hash_lookup(state: MeshState, by_name: dict[str, MeshHost], proxy_pod: Obj) -> HashLookup:
+    """(hostname, port, subset) → the Envoy hash policy the proxy's DestinationRule asks for."""
+    def hash_for(hostname: str, port: int, subset: str | None) -> Obj | None:
+        host = by_name.get(hostname)
+        if host is None:
+            return None
+        rule = destination_rule_for(state, host, proxy_pod)
+        try:
+            return hash_policy(effective_policy(rule, port, subset).get("loadBalancer"))
+        except ConfigError:
+            return None
+    return hash_for
 
 
 def default_route(host: MeshHost, port: int, hashing: Obj | None) -> Obj:

@@ -53,6 +53,18 @@ def applies_to_sidecars(vs: Obj) -> bool:
     return not gateways or MESH_GATEWAY in gateways
 
 
+def gateway_names(names: list[str], namespace: str) -> set[str]:
+    """Gateway references as `<ns>/<name>` (a short name is in `namespace`, the VirtualService's);
+    `mesh` stays `mesh`."""
+    return {str(n) if n == MESH_GATEWAY or "/" in str(n) else f"{namespace}/{n}" for n in names}
+
+
+def bound_gateways(vs: Obj) -> set[str]:
+    """The gateways a VirtualService's `spec.gateways` names (empty: only the mesh)."""
+    return gateway_names((vs.get("spec") or {}).get("gateways") or [],
+                         vs["metadata"].get("namespace", ""))
+
+
 def vs_hosts(vs: Obj) -> list[str]:
     namespace = vs["metadata"].get("namespace", "")
     return [expand_host(str(h), namespace) for h in (vs.get("spec") or {}).get("hosts") or []]
@@ -86,6 +98,9 @@ class RouteContext:
     hosts: dict[str, MeshHost]  # hostname → host, to infer a destination's port
     hash_for: HashLookup  # (hostname, port, subset) → Envoy hash policy from the DestinationRule
     check_only: bool = False  # validate every match block regardless of the proxy
+    # The gateways this proxy is (`<ns>/<name>`), for match blocks' `gateways`: the mesh for a
+    # sidecar, the Gateway objects it serves for a gateway proxy.
+    gateways: frozenset[str] = frozenset({MESH_GATEWAY})
 
 
 def vs_routes(ctx: RouteContext) -> list[Obj]:
@@ -112,7 +127,8 @@ def _applies(ctx: RouteContext, match: Obj) -> bool:
         return False
     gateways = match.get("gateways") or []
     if gateways:
-        return MESH_GATEWAY in gateways
+        listed = gateway_names(gateways, ctx.vs["metadata"].get("namespace", ""))
+        return not listed.isdisjoint(ctx.gateways)
     source = match.get("sourceLabels") or {}
     if any(ctx.proxy_labels.get(k) != v for k, v in source.items()):
         return False
