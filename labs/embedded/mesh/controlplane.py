@@ -32,6 +32,7 @@ from .state import (
     EnvoyResources,
     MeshState,
     ProxyFiles,
+    pod_dir_name,
     service_account,
 )
 from .status import REPORTED_KEYS, StatusReporter
@@ -107,9 +108,7 @@ def fingerprint(obj: Obj) -> str:
 def sidecar_xds_dir(pods_dir: Path, pod: Obj) -> Path:
     """The xDS directory of a pod's sidecar: the runtime's pod directory
     (labs.embedded.runtime.context.RuntimeContext.pod_dir), container `istio-proxy`, `xds`."""
-    meta = pod["metadata"]
-    pod_dir = pods_dir / f"{meta.get('namespace', '')}_{meta['name']}_{meta['uid']}"
-    return pod_dir / SIDECAR_CONTAINER / "xds"
+    return pods_dir / pod_dir_name(pod) / SIDECAR_CONTAINER / "xds"
 
 
 def proxy_started(pod: Obj) -> bool:

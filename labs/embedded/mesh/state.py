@@ -41,6 +41,12 @@ def _annotation_json(pod: Obj, key: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def pod_dir_name(pod: Obj) -> str:
+    """The folder of a pod under the runtime's pods directory (shared by runtime and mesh)."""
+    meta = pod["metadata"]
+    return f"{meta.get('namespace', '')}_{meta['name']}_{meta['uid']}"
+
+
 def host_ports(pod: Obj) -> dict[str, int]:
     return _annotation_json(pod, HOST_PORTS)
 

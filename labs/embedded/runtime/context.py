@@ -9,7 +9,7 @@ from typing import Any
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.resources import ResourceType
-from ..mesh.state import HOST_PORTS
+from ..mesh.state import HOST_PORTS, pod_dir_name
 from .ports import PortAllocator
 
 Obj = dict[str, Any]
@@ -51,8 +51,7 @@ class RuntimeContext:
         return rt
 
     def pod_dir(self, pod: Obj) -> Path:
-        meta = pod["metadata"]
-        return self.pods_dir / f"{meta.get('namespace', '')}_{meta['name']}_{meta['uid']}"
+        return self.pods_dir / pod_dir_name(pod)
 
     def event(self, pod: Obj, event_type: str, reason: str, message: str,
               component: str = COMPONENT) -> None:
