@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from labs.cluster import ClusterError, EmbeddedCluster
@@ -72,25 +73,29 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0  # not reached: execve replaces this process
 
 
+def add_command(sub: argparse._SubParsersAction, name: str,
+                func: Callable[[argparse.Namespace], int],
+                help_text: str) -> argparse.ArgumentParser:
+    """A subcommand with the cluster-selection options every command shares."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--name", help="cluster name (default: $MESHLAB_CLUSTER or 'meshlab')")
+    p.add_argument("--state-dir", help="where clusters keep their state "
+                   "(default: $MESHLAB_STATE_DIR or ~/.meshlab)")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--name", help="cluster name (default: $MESHLAB_CLUSTER or 'meshlab')")
-        p.add_argument("--state-dir", help="where clusters keep their state "
-                       "(default: $MESHLAB_STATE_DIR or ~/.meshlab)")
-        p.set_defaults(func=func)
-        return p
-
-    add("up", cmd_up, "start an embedded cluster in the background and print its kubeconfig "
-        "path (does nothing if it is running)")
-    add("down", cmd_down, "stop an embedded cluster and its pods; its objects stay on disk")
-    add("kubeconfig", cmd_kubeconfig, "print the path of a cluster's kubeconfig")
-    status = add("status", cmd_status, "say whether a cluster runs, and where")
+    add_command(sub, "up", cmd_up, "start an embedded cluster in the background and print its "
+                "kubeconfig path (does nothing if it is running)")
+    add_command(sub, "down", cmd_down, "stop an embedded cluster and its pods; its objects stay "
+                "on disk")
+    add_command(sub, "kubeconfig", cmd_kubeconfig, "print the path of a cluster's kubeconfig")
+    status = add_command(sub, "status", cmd_status, "say whether a cluster runs, and where")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    lab = add("lab", cmd_lab, "start the cluster and open the course in JupyterLab")
+    lab = add_command(sub, "lab", cmd_lab, "start the cluster and open the course in JupyterLab")
     lab.add_argument("--no-browser", action="store_true",
                      help="do not open a browser (servers, containers, CI)")
     lab.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1")
