@@ -3,7 +3,9 @@
 Prints, for a fresh cluster in a temporary state directory:
 - `meshlab up` + bookinfo and curl applied in an injected namespace -> the first 200 from
   productpage, asked from the curl pod with `kubectl exec deploy/curl -- curl ...` (target <= 5 s),
-  against the baseline of one such exec once everything runs;
+  against the baseline of one such exec once everything runs; and, with Istio's bookinfo Gateway
+  and VirtualService applied in the same `kubectl apply`, the first 200 of
+  `http://127.0.0.1:<INGRESS_PORT>/productpage` through the istio-ingressgateway (target <= 5 s);
 - VirtualService change -> traffic following it: 50 alternating changes of the reviews
   VirtualService (all v1 <-> all v3), each timed from the API PATCH returning to the first response
   served by the new version, asked through the curl pod's sidecar (its outbound HTTP proxy port)
@@ -12,6 +14,9 @@ Prints, for a fresh cluster in a temporary state directory:
 - added latency per sidecar hop: p50 of requests straight to httpbin's app port (the baseline)
   vs through two sidecars (curl's and httpbin's) without mTLS (PeerAuthentication DISABLE +
   DestinationRule tls DISABLE) and with mTLS (STRICT + ISTIO_MUTUAL), as ratios;
+- added latency of authorization: p50 over mTLS with an AuthorizationPolicy on httpbin (ALLOW by
+  principal and path, plus a DENY rule), then also with a RequestAuthentication and a valid JWT
+  on every request, as ratios against the mTLS p50 without policy measured just before;
 - total RSS of the daemon, every pod process, the Envoys and the forwarder with bookinfo, httpbin,
   curl and fortio meshed (target <= 600 MB); Prometheus listed separately. PSS (shared pages
   split between processes) is printed too: RSS counts the Envoy binary once per Envoy.
@@ -27,7 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for 
 from common import Api, percentile
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
+from labs.tokens import Signer
 
 NAMESPACE = "bench"
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
@@ -47,6 +56,19 @@ HOP_SAMPLES = 1000
 FIRST_200_TIMEOUT = 60.0
 CHANGE_TIMEOUT = 5.0
 VS_PATH = (f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices")
+ISSUER = "https://issuer.meshlab.test"
+# Istio's samples/bookinfo/networking/bookinfo-gateway.yaml (productpage routes only).
+BOOKINFO_GATEWAY: list[dict[str, object]] = [
+    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+     "metadata": {"name": "bookinfo-gateway"},
+     "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+         {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
+    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+     "metadata": {"name": "bookinfo"},
+     "spec": {"hosts": ["*"], "gateways": ["bookinfo-gateway"], "http": [
+         {"match": [{"uri": {"exact": "/productpage"}}, {"uri": {"prefix": "/static"}}],
+          "route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]}]}},
+]
 REVIEWS_DR = {
     "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
     "metadata": {"name": "reviews"},
@@ -80,21 +102,30 @@ class Http:
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
-    def get(self, url: str) -> tuple[int, bytes]:
-        self.conn.request("GET", url)
+    def get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        self.conn.request("GET", url, headers=headers or {})
         response = self.conn.getresponse()
         return response.status, response.read()
 
 
-def first_200_from_productpage(cluster: EmbeddedCluster) -> tuple[float, float]:
-    """Seconds from `meshlab up` to the first 200 from productpage via the curl pod, and the
-    cost of one such `kubectl exec` afterwards (the baseline)."""
+def first_200_from_productpage(cluster: EmbeddedCluster) -> tuple[float, float, float]:
+    """Seconds from `meshlab up` to the first 200 from productpage via the curl pod and via the
+    ingress gateway's node port (polled side by side), and the cost of one such `kubectl exec`
+    afterwards (the baseline)."""
     start = time.perf_counter()
     kubeconfig = cluster.up()
     kubectl = Kubectl(kubeconfig)
     kubectl("create", "namespace", NAMESPACE)
     kubectl("label", "namespace", NAMESPACE, "istio-injection=enabled")
-    kubectl("apply", "-f", str(MANIFESTS / "bookinfo.yaml"), "-f", str(MANIFESTS / "curl.yaml"))
+    gateway_yaml = yaml.safe_dump_all(BOOKINFO_GATEWAY)
+    kubectl("apply", "-f", str(MANIFESTS / "bookinfo.yaml"), "-f", str(MANIFESTS / "curl.yaml"),
+            "-f", "-", input=gateway_yaml)
+    port = kubectl("-n", "istio-system", "get", "service", "istio-ingressgateway", "-o",
+                   'jsonpath={.spec.ports[?(@.name=="http2")].nodePort}').stdout.strip()
+    through_gateway: list[float] = []
+    poller = threading.Thread(target=_first_200, daemon=True, args=(
+        f"http://127.0.0.1:{port}/productpage", start, through_gateway))
+    poller.start()
     probe = ("exec", "deploy/curl", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
              "http://productpage:9080/productpage")
     while kubectl(*probe, check=False).stdout.strip() != "200":
@@ -102,9 +133,27 @@ def first_200_from_productpage(cluster: EmbeddedCluster) -> tuple[float, float]:
             raise SystemExit(f"no 200 from productpage within {FIRST_200_TIMEOUT:.0f}s")
         time.sleep(0.05)
     first = time.perf_counter() - start
+    poller.join(FIRST_200_TIMEOUT)
+    if not through_gateway:
+        raise SystemExit(f"no 200 through the ingress gateway (node port {port}) within "
+                         f"{FIRST_200_TIMEOUT:.0f}s")
     exec_start = time.perf_counter()
     kubectl(*probe)
-    return first, time.perf_counter() - exec_start
+    return first, through_gateway[0], time.perf_counter() - exec_start
+
+
+def _first_200(url: str, start: float, found: list[float]) -> None:
+    """Poll `url` until it answers 200; append the seconds since `start`."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.perf_counter() - start < FIRST_200_TIMEOUT:
+        try:
+            with opener.open(url, timeout=2) as response:
+                if response.status == 200:
+                    found.append(time.perf_counter() - start)
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.02)
 
 
 def reviews_vs(version: str) -> dict[str, object]:
@@ -218,6 +267,50 @@ def hop_latency(kubectl: Kubectl, outbound: int
     return {"direct": direct, "plaintext": plain, "mtls": mtls}
 
 
+def wait_for_status(fetch: Callable[[], tuple[int, bytes]], status: int, what: str) -> None:
+    """Wait until `fetch` answers `status` 20 times in a row (a policy reached the proxy)."""
+    deadline = time.monotonic() + 30
+    in_a_row = 0
+    while in_a_row < 20:
+        in_a_row = in_a_row + 1 if fetch()[0] == status else 0
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+
+
+def policy_latency(kubectl: Kubectl, outbound: int) -> dict[str, tuple[float, int]]:
+    """(p50 ms, non-200 count) through both sidecars over mTLS: without policy (the baseline),
+    with an AuthorizationPolicy on httpbin, and with it plus a RequestAuthentication and a valid
+    JWT on every request."""
+    url = "http://httpbin:8000/get"
+    client = Http(outbound)
+    baseline = p50_ms(lambda: client.get(url))
+    selector = {"matchLabels": {"app": "httpbin"}}
+    kubectl.apply(
+        {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+         "metadata": {"name": "httpbin-viewer"},
+         "spec": {"selector": selector, "rules": [{
+             "from": [{"source": {"principals": [f"cluster.local/ns/{NAMESPACE}/sa/curl"]}}],
+             "to": [{"operation": {"methods": ["GET"], "paths": ["/get", "/headers"]}}]}]}},
+        {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+         "metadata": {"name": "no-admin"},
+         "spec": {"selector": selector, "action": "DENY",
+                  "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}})
+    wait_for_status(lambda: client.get("http://httpbin:8000/status/200"), 403,
+                    "the AuthorizationPolicy to reach httpbin's sidecar")
+    authorized = p50_ms(lambda: client.get(url))
+    signer = Signer()
+    kubectl.apply({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+                   "metadata": {"name": "jwt"},
+                   "spec": {"selector": selector,
+                            "jwtRules": [{"issuer": ISSUER, "jwks": signer.jwks}]}})
+    stranger = {"Authorization": f"Bearer {Signer().token(iss=ISSUER)}"}
+    wait_for_status(lambda: client.get(url, stranger), 401,
+                    "the RequestAuthentication to reach httpbin's sidecar")
+    valid = {"Authorization": f"Bearer {signer.token(iss=ISSUER)}"}
+    with_jwt = p50_ms(lambda: client.get(url, valid))
+    return {"baseline": baseline, "authz": authorized, "jwt": with_jwt}
+
+
 def process_tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -267,7 +360,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         cluster = EmbeddedCluster("bench", root)
         try:
-            first, exec_cost = first_200_from_productpage(cluster)
+            first, gateway_first, exec_cost = first_200_from_productpage(cluster)
             kubectl = Kubectl(cluster.kubeconfig)
             api = Api(cluster.kubeconfig, cluster.paths.ca_cert)
             outbound = kubectl.annotation("curl", "meshlab.dev/proxy-ports")["outbound"]
@@ -277,6 +370,7 @@ def main() -> None:
             kubectl("wait", "--for=condition=Available", "deployment", "--all",
                     "--timeout=120s")
             hops = hop_latency(kubectl, outbound)
+            policies = policy_latency(kubectl, outbound)
             pods = kubectl("get", "pods", "--no-headers").stdout.splitlines()
             status = cluster.status()
             memory = cluster_memory(status.pid) if status.pid else {}
@@ -286,6 +380,9 @@ def main() -> None:
     print(f"meshlab up + bookinfo applied -> first 200 from productpage: {first:.2f} s "
           f"(target <= 5 s; baseline one kubectl exec curl {exec_cost:.2f} s, "
           f"ratio {first / exec_cost:.1f}x)")
+    print(f"meshlab up + bookinfo + its Gateway applied -> first 200 through the "
+          f"istio-ingressgateway: {gateway_first:.2f} s (target <= 5 s; "
+          f"{gateway_first / first:.2f}x the curl pod's first 200)")
     print(f"VirtualService change -> traffic following it, {CHANGES} changes: "
           f"p50 {statistics.median(effective):.1f} ms, p95 {percentile(effective, 95):.1f} ms, "
           f"max {max(effective):.1f} ms (target p95 <= 200 ms; baseline the PATCH itself "
@@ -301,6 +398,16 @@ def main() -> None:
     if plain_failed or mtls_failed or hops["direct"][1]:
         print(f"  non-200 responses while measuring: direct {hops['direct'][1]}, "
               f"plaintext {plain_failed}, mTLS {mtls_failed}")
+    (base, base_failed), (authz, authz_failed), (jwt, jwt_failed) = (
+        policies["baseline"], policies["authz"], policies["jwt"])
+    print(f"authorization latency p50 over {HOP_SAMPLES} (2 sidecars, mTLS): no policy "
+          f"{base * 1000:.0f} us (baseline); AuthorizationPolicy ALLOW+DENY {authz * 1000:.0f} us "
+          f"({authz / base:.2f}x, +{(authz - base) * 1000:.0f} us); + RequestAuthentication "
+          f"with a valid RS256 JWT {jwt * 1000:.0f} us ({jwt / base:.2f}x, "
+          f"+{(jwt - base) * 1000:.0f} us)")
+    if base_failed or authz_failed or jwt_failed:
+        print(f"  non-200 responses while measuring: baseline {base_failed}, "
+              f"authorization {authz_failed}, JWT {jwt_failed}")
     cluster_kinds = [k for k in memory if k != "prometheus"]
     rss_total = sum(memory[k][1] for k in cluster_kinds) / 1024
     pss_total = sum(memory[k][2] for k in cluster_kinds) / 1024

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from grader.command import GRADE_HELP, cmd_grade, configure_grade
+from labs.board.command import BOARD_HELP, cmd_board, configure_board
+from labs.checks.command import CHECK_HELP, cmd_check, configure_check
 from labs.cluster import ClusterError, EmbeddedCluster
 
 COURSE_ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +78,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def add_command(sub: argparse._SubParsersAction, name: str,
                 func: Callable[[argparse.Namespace], int],
-                help_text: str) -> argparse.ArgumentParser:
-    """A subcommand with the cluster-selection options every command shares."""
+                help_text: str, *, one_cluster: bool = True) -> argparse.ArgumentParser:
+    """A subcommand with the cluster-selection options the commands share (`--name` only for
+    commands that act on one cluster)."""
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--name", help="cluster name (default: $MESHLAB_CLUSTER or 'meshlab')")
+    if one_cluster:
+        p.add_argument("--name", help="cluster name (default: $MESHLAB_CLUSTER or 'meshlab')")
     p.add_argument("--state-dir", help="where clusters keep their state "
                    "(default: $MESHLAB_STATE_DIR or ~/.meshlab)")
     p.set_defaults(func=func)
@@ -99,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--no-browser", action="store_true",
                      help="do not open a browser (servers, containers, CI)")
     lab.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1")
+    configure_check(add_command(sub, "check", cmd_check, CHECK_HELP))
+    configure_board(add_command(sub, "board", cmd_board, BOARD_HELP))
+    configure_grade(add_command(sub, "grade", cmd_grade, GRADE_HELP, one_cluster=False))
     return parser
 
 

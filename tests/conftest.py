@@ -99,3 +99,19 @@ def kubectl(cluster: ClusterRef, namespace: str) -> Kubectl:
 @pytest.fixture
 def kubeconfig(cluster: ClusterRef) -> Path:
     return cluster.kubeconfig
+
+
+@pytest.fixture
+def notebook_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                     ) -> Iterator[EmbeddedCluster]:
+    """A fresh cluster of its own, selected through the environment the way a notebook selects
+    it (a kernel started by the test inherits this process's environment)."""
+    cluster = EmbeddedCluster("notebooks", tmp_path / "state")
+    for variable in ("MESHLAB_CONTEXT", "KUBECONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MESHLAB_CLUSTER", cluster.name)
+    monkeypatch.setenv("MESHLAB_STATE_DIR", str(cluster.paths.root))
+    try:
+        yield cluster
+    finally:
+        cluster.down()

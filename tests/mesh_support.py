@@ -16,7 +16,12 @@ Every name here is imported by other test modules: keep the signatures stable.
 
 from __future__ import annotations
 
+import datetime
+import socket
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +31,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Kubectl, poll
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from labs.cluster import ClusterRef
 
@@ -199,3 +208,60 @@ def mesh_namespace_fixture(*manifests: str, prefix: str = "mesh", extra_yaml: st
             cluster.kubectl("delete", "namespace", mesh.name, "--timeout=60s", timeout=90)
 
     return fixture
+
+
+# --- requests from the test process to a gateway's host port (the learner's browser) -----------
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """GET without any proxy: (status, body); status 0 when no HTTP answer came back."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+    except OSError as err:
+        return 0, str(err)
+
+
+def self_signed_cert(directory: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate and key for `host` (tls.crt, tls.key in `directory`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    moment = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(moment - datetime.timedelta(minutes=5))
+            .not_valid_after(moment + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def https_get(port: int, ca: Path, host: str, path: str) -> int:
+    """GET over TLS with SNI and Host `host` (curl --resolve in Istio's tasks): the status
+    code, 0 on failure."""
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                        .encode())
+            head = tls.recv(64).decode(errors="replace")
+    except OSError:
+        return 0
+    parts = head.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def node_port(cluster: ClusterRef, namespace: str, service: str, port_name: str) -> int:
+    """The nodePort of a Service port (the docs' INGRESS_PORT)."""
+    return int(Kubectl(cluster, namespace)(
+        "get", "service", service, "-o",
+        f'jsonpath={{.spec.ports[?(@.name=="{port_name}")].nodePort}}'))

@@ -436,10 +436,11 @@ def manifest_images() -> list[tuple[str, str]]:
 def test_manifests_parse_and_every_image_is_in_the_catalog() -> None:
     """Does every image the course's manifests name run a twin written for it?"""
     names = {p.name for p in MANIFESTS.glob("*.yaml")}
-    assert {"bookinfo.yaml", "httpbin.yaml", "curl.yaml", "fortio.yaml"} <= names
+    assert {"bookinfo.yaml", "httpbin.yaml", "curl.yaml", "fortio.yaml",
+            "ext-authz.yaml"} <= names
     # The ingress gateway's proxyv2 image runs Envoy (the runtime's sidecar twin), not an app.
     images = [(n, i) for n, i in manifest_images() if n != "istio-ingressgateway.yaml"]
-    assert len(images) == 9  # 6 bookinfo + httpbin + curl + fortio
+    assert len(images) == 10  # 6 bookinfo + httpbin + curl + fortio + ext-authz
     for name, image in images:
         assert app_for(image) is not None, f"{name}: {image}"
     assert {repository(image) for _, image in images} <= set(APPS)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import poll
 
 from labs.cluster import ClusterRef, EmbeddedCluster, current_cluster
 
@@ -231,7 +232,10 @@ def test_daemon_stops_when_its_state_dir_is_deleted(tmp_path: Path) -> None:
     cluster.up()
     pid = endpoint(tmp_path, "orphan")["pid"]
     try:
-        shutil.rmtree(cluster.paths.dir)
+        # The running daemon and its Envoys keep writing files while the tree goes, as they would
+        # while pytest removes an old temp dir: delete until nothing is left.
+        poll(lambda: shutil.rmtree(cluster.paths.dir, ignore_errors=True)
+             or not cluster.paths.dir.exists(), "the state directory to be deleted", timeout=10)
         deadline = time.monotonic() + 60  # shutdown stops pods, Envoys, Prometheus
         while running(pid) and time.monotonic() < deadline:
             time.sleep(0.2)

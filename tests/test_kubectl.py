@@ -6,6 +6,7 @@ what kubectl prints or on the objects it leaves behind, never on an exit code al
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -540,3 +541,16 @@ class TestValidation:
         err = kubectl.fails("apply", "--dry-run=server", "-f",
                             manifest("vs-unknown-field.yaml"))
         assert "strict decoding error" in err
+
+
+def test_secret_string_data_is_merged_into_data(kubectl: Kubectl) -> None:
+    """`stringData` is write-only: stored base64 in `data` (overriding), never returned."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+              "data": {"user": base64.b64encode(b"old").decode(),
+                       "keep": base64.b64encode(b"kept").decode()},
+              "stringData": {"user": "jason", "token": "s3cret"}}
+    kubectl("apply", "-f", "-", input=json.dumps(secret))
+    stored = get_json(kubectl, "secret", "creds")
+    assert "stringData" not in stored
+    assert {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} == {
+        "user": "jason", "token": "s3cret", "keep": "kept"}

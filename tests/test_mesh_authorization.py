@@ -178,5 +178,6 @@ def test_status_reports_what_is_not_emulated(meshed: MeshNamespace) -> None:
                      if c["type"] == "Reconciled"), None)
 
     custom = poll(lambda: condition("ext"), "a Reconciled condition on the CUSTOM policy", 15)
-    assert custom["reason"] == "NotEmulated" and "CUSTOM" in custom["message"]
+    # A CUSTOM policy without a provider is rejected, as istiod does (test_mesh_ext_authz.py).
+    assert custom["reason"] == "NotApplied" and "spec.provider.name" in custom["message"]
     assert condition("plain") is None  # applied in full: no status written, as in Istio

@@ -7,20 +7,17 @@ process opens the page through the Service's http2 node port, as the docs' INGRE
 
 from __future__ import annotations
 
-import datetime
 import json
-import socket
-import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from conftest import poll
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from mesh_support import MeshNamespace, mesh_namespace_fixture
+from mesh_support import (
+    MeshNamespace,
+    http_get,
+    https_get,
+    mesh_namespace_fixture,
+    self_signed_cert,
+)
 
 from labs.cluster import ClusterRef
 
@@ -130,17 +127,6 @@ def _kubectl(cluster: ClusterRef, *args: str, timeout: float = 60) -> str:
     return done.stdout
 
 
-def _get(url: str) -> tuple[int, str]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=10) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
-    except OSError as err:
-        return 0, str(err)
-
-
 def _logged(cluster: ClusterRef, text: str) -> str:
     """The gateway's first access log line containing `text` ("" while there is none)."""
     log = _kubectl(cluster, "-n", "istio-system", "logs", "deploy/istio-ingressgateway")
@@ -164,22 +150,22 @@ def test_bookinfo_through_the_ingress_gateway(cluster: ClusterRef,
     url = f"http://127.0.0.1:{port}"
 
     def page() -> str:
-        status, body = _get(f"{url}/productpage")
+        status, body = http_get(f"{url}/productpage")
         return body if status == 200 else ""
 
     body = poll(page, "productpage through the ingress gateway's node port", timeout=30)
     assert "Simple Bookstore App" in body and "The Comedy of Errors" in body
-    status, _ = _get(f"{url}/not-in-the-virtualservice")
+    status, _ = http_get(f"{url}/not-in-the-virtualservice")
     assert status == 404
     # The gateway calls productpage with mTLS as its own identity: STRICT changes nothing.
     pod = json.loads(_kubectl(cluster, "-n", bookinfo.name, "get", "pod",
                               bookinfo.pod("productpage"), "-o", "json"))
     sidecar_port = json.loads(pod["metadata"]["annotations"]["meshlab.dev/host-ports"])["9080"]
-    assert _get(f"http://127.0.0.1:{sidecar_port}/productpage")[0] == 200  # PERMISSIVE
+    assert http_get(f"http://127.0.0.1:{sidecar_port}/productpage")[0] == 200  # PERMISSIVE
     bookinfo.apply(STRICT)
 
     def plaintext_refused() -> bool:
-        return _get(f"http://127.0.0.1:{sidecar_port}/productpage")[0] == 0
+        return http_get(f"http://127.0.0.1:{sidecar_port}/productpage")[0] == 0
 
     poll(plaintext_refused, "productpage's sidecar to refuse plaintext (STRICT)", timeout=30)
     assert page()
@@ -199,42 +185,9 @@ def test_gateway_service_shows_its_external_ip(cluster: ClusterRef) -> None:
     assert "80:3" in row and "443:3" in row  # node ports of http2 and https
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    moment = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(moment - datetime.timedelta(minutes=5))
-            .not_valid_after(moment + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def _https_get(port: int, ca: Path, path: str) -> int:
-    """GET over TLS with SNI and Host `HOST` (curl --resolve in Istio's task); 0 on failure."""
-    context = ssl.create_default_context(cafile=str(ca))
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                context.wrap_socket(raw, server_hostname=HOST) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
-                        .encode())
-            head = tls.recv(64).decode(errors="replace")
-    except OSError:
-        return 0
-    parts = head.split()
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-
-
 def test_tls_simple_with_a_credential_secret(cluster: ClusterRef, bookinfo: MeshNamespace,
                                              tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, HOST)
     _kubectl(cluster, "-n", "istio-system", "create", "secret", "tls", "bookinfo-credential",
              f"--cert={cert}", f"--key={key}")
     try:
@@ -242,8 +195,8 @@ def test_tls_simple_with_a_credential_secret(cluster: ClusterRef, bookinfo: Mesh
         port = int(_kubectl(cluster, "-n", "istio-system", "get", "service",
                             "istio-ingressgateway", "-o",
                             'jsonpath={.spec.ports[?(@.name=="https")].nodePort}'))
-        poll(lambda: _https_get(port, cert, "/productpage") == 200,
+        poll(lambda: https_get(port, cert, HOST, "/productpage") == 200,
              "productpage over HTTPS through the gateway", timeout=30)
-        assert _https_get(port, cert, "/elsewhere") == 404
+        assert https_get(port, cert, HOST, "/elsewhere") == 404
     finally:
         cluster.kubectl("-n", "istio-system", "delete", "secret", "bookinfo-credential")

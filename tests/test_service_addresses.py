@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import socket
+
 import pytest
 
 from labs.embedded.apiserver.api import ObjectApi
@@ -68,3 +71,26 @@ def test_deleted_and_dry_run_services_hold_nothing(api: ObjectApi) -> None:
     api.delete(rt, "default", "real")
     again = create(api, service("again", "NodePort", nodePort=30100, cluster_ip="127.96.5.5"))
     assert again["spec"]["ports"][0]["nodePort"] == 30100
+
+
+def hold_a_node_port(listener: socket.socket) -> int:
+    """Listen on a free port of the node-port range, as a gateway Envoy does (SO_REUSEPORT)."""
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    for port in range(31000, 31100):
+        try:
+            listener.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        listener.listen()
+        return port
+    raise AssertionError("no free port in 31000-31099 to hold")
+
+
+def test_node_ports_skip_ports_in_use_on_this_host(api: ObjectApi,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another cluster's gateway on a port must not be given that port again."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        taken = hold_a_node_port(listener)
+        monkeypatch.setattr(random, "randrange", lambda n: taken - 30000)
+        created = create(api, service("gw", "NodePort"))
+    assert created["spec"]["ports"][0]["nodePort"] != taken

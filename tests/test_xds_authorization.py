@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from labs.embedded.mesh.envoy import envoy_binary
 from labs.embedded.mesh.state import MeshState, Obj
@@ -29,39 +27,11 @@ from labs.embedded.mesh.xds.authorization import (
     selected,
 )
 from labs.embedded.mesh.xds.jwt import build_jwt_filter, ra_unsupported_fields
+from labs.tokens import Signer
+
+__all__ = ["ISSUER", "Signer"]  # other test modules import these from here
 
 ISSUER = "https://issuer.meshlab.test"
-
-
-# --- JWTs made here (no network) -------------------------------------------------------------
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class Signer:
-    """An RS256 key: its JWKS (what RequestAuthentication.jwks holds) and tokens it signs."""
-
-    def __init__(self, kid: str = "meshlab") -> None:
-        self.kid = kid
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    @property
-    def jwks(self) -> str:
-        numbers = self.key.public_key().public_numbers()
-
-        def encode(value: int) -> str:
-            return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
-
-        return json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
-                                     "n": encode(numbers.n), "e": encode(numbers.e)}]})
-
-    def token(self, sub: str = "alice", iss: str = ISSUER, **claims: Any) -> str:
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
-        payload = {"iss": iss, "sub": sub, "exp": int(time.time()) + 3600, **claims}
-        signing_input = ".".join(b64url(json.dumps(part).encode()) for part in (header, payload))
-        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{b64url(signature)}"
 
 
 # --- objects ---------------------------------------------------------------------------------
@@ -116,7 +86,9 @@ def test_allow_nothing_denies_everything_and_no_policy_has_no_filter() -> None:
     assert filters[0]["name"] == "envoy.filters.http.rbac"
 
 
-def test_deny_before_allow_audit_and_custom_ignored() -> None:
+def test_deny_before_allow_audit_ignored_and_custom_apart() -> None:
+    """CUSTOM policies are the ext_authz filters' (test_mesh_ext_authz.py), not these RBAC
+    filters; they are no longer reported as not emulated."""
     state = MeshState(authorization_policies=[
         policy("allow", rules=[{}]),
         policy("deny", action="DENY", rules=[{"to": [{"operation": {"methods": ["DELETE"]}}]}]),
@@ -125,8 +97,9 @@ def test_deny_before_allow_audit_and_custom_ignored() -> None:
     assert rules_of(build_rbac_filters(state, pod())) == [
         ("DENY", ["ns[default]-policy[deny]-rule[0]"]),
         ("ALLOW", ["ns[default]-policy[allow]-rule[0]"])]
-    assert authz_unsupported_fields(state.authorization_policies[3]) == [
-        "spec.action CUSTOM (ext-authz providers; the policy has no effect)"]
+    assert authz_unsupported_fields(state.authorization_policies[3]) == []
+    assert authz_unsupported_fields(policy("p", provider={"name": "x"})) == [
+        "spec.provider (only a CUSTOM policy has a provider)"]
 
 
 def test_rule_translation() -> None:
@@ -195,8 +168,9 @@ def test_jwt_filter_shape_and_unsupported() -> None:
     assert config["rules"][0]["requires"]["requires_any"]["requirements"] == [
         {"provider_name": "default/jwt/0"}, {"allow_missing": {}}]
     assert ra_unsupported_fields(ra) == [
-        "spec.jwtRules[1].jwksUri (keys are not fetched: put the JWKS inline in `jwks`; "
-        "the rule is left out)"]
+        "spec.jwtRules[1].jwksUri (keys are fetched only over http:// from a loopback address, "
+        "localhost or a Service of the mesh: put the JWKS inline in `jwks`; the rule is left "
+        "out)"]
     other = pod(labels={"app": "other"})
     assert build_jwt_filter(MeshState(request_authentications=[ra]), other) == []
 
@@ -267,7 +241,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
                 {"to": [{"operation": {"paths": ["/team"]}}],
                  "when": [{"key": "request.auth.claims[org][team]", "values": ["mesh"]}]},
                 {"to": [{"operation": {"paths": ["/from-ip"]}}],
-                 "when": [{"key": "source.ip", "values": ["127.0.0.1"]}]}])])
+                 "when": [{"key": "source.ip", "values": ["127.0.0.1"]}]},
+                {"to": [{"operation": {"paths": ["/by-host"],
+                                       "hosts": ["Example.COM", "*.mesh.test"]}}]}])])
     target = pod(host_port=listen)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -343,3 +319,13 @@ def test_jwt_validation_and_request_principals(proxy: Proxy) -> None:
     assert decoded["sub"] == "alice"
     assert json.loads(body)["x-jwt-sub"] == "alice"
     assert "authorization" not in json.loads(body)  # forwardOriginalToken defaults to false
+
+
+def test_hosts_match_the_authority_ignoring_case_but_not_its_port(proxy: Proxy) -> None:
+    """Istio matches `to.operation.hosts` against the whole :authority, case-insensitively; a
+    port in the Host header must be listed too (istio/istio#44080, closed as documented)."""
+    assert proxy.request("/by-host", host="example.com")[0] == 200
+    assert proxy.request("/by-host", host="EXAMPLE.com")[0] == 200
+    assert proxy.request("/by-host", host="api.MESH.test")[0] == 200
+    assert proxy.request("/by-host", host="example.com:8000")[0] == 403
+    assert proxy.request("/by-host", host="other.test")[0] == 403

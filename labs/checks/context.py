@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labs.cluster import ClusterRef
+from labs.traffic import ProbeResult, probe
 
 
 class ClusterReadError(RuntimeError):
@@ -38,3 +39,7 @@ class CheckContext:
         if result.returncode != 0:
             raise ClusterReadError(result.stderr.strip() or f"kubectl {' '.join(args)} failed")
         return list(json.loads(result.stdout).get("items", []))
+
+    def probe(self, url: str, **options: Any) -> ProbeResult:
+        """`labs.traffic.probe` against the cluster under check (same options)."""
+        return probe(url, cluster=self.cluster, **options)

@@ -19,6 +19,10 @@ _REGISTRY: dict[str, Check] = {}
 class UnknownCheck(LookupError):
     """No check has this id or prefix."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: the message is all a learner needs."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 def register(item: Check) -> Check:
     existing = _REGISTRY.get(item.id)

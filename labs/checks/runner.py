@@ -7,8 +7,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from labs.checks.context import CheckContext
+from labs.checks.context import CheckContext, ClusterReadError
 from labs.checks.model import Check, Outcome, Status, failed, skipped
+from labs.traffic import ProbeError
+
+# Errors whose message already tells a learner what is wrong and what to do.
+_EXPLAINED = (ClusterReadError, ProbeError)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Report:
 def _call(item: Check, context: CheckContext) -> Outcome:
     try:
         outcome = item.func(context)
+    except _EXPLAINED as exc:
+        return failed(str(exc))
     except Exception as exc:  # a check must never crash the run; its failure says why
         return failed(f"the check could not run: {type(exc).__name__}: {exc}")
     if not isinstance(outcome, Outcome):

@@ -31,6 +31,7 @@ from labs.embedded.apiserver.objects import random_token
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
+from labs.embedded.mesh.config_validation import register_istio_validation
 from labs.embedded.mesh.controlplane import MeshControlPlane
 from labs.embedded.mesh.forwarder import NodeForwarder
 from labs.embedded.mesh.gateway_install import install_ingress_gateway
@@ -241,6 +242,7 @@ class Daemon:
         await controllers.bootstrap(api)
         publish_api_service(api, port)
         register_injection(api)
+        register_istio_validation(api)
         mesh = Mesh(api, paths.dir)
         runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane",
                              forwarder_port=mesh.forwarder.port)

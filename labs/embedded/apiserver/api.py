@@ -7,6 +7,7 @@ events as a learner's `kubectl apply`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -101,6 +102,17 @@ def scale_patch(scale: Obj, patch_type: str, body: bytes) -> Any:
     return patch.merge_patch(scale, document)
 
 
+def merge_string_data(secret: Obj) -> None:
+    """A Secret's `stringData` is write-only: kube-apiserver merges it into `data` (base64,
+    overriding keys of the same name) and never stores or returns it."""
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = secret.get("data") or {}
+        data.update({key: base64.b64encode(str(value).encode()).decode()
+                     for key, value in string_data.items()})
+        secret["data"] = data
+
+
 class ObjectApi:
     """Create, read, update, patch, delete and list objects with Kubernetes semantics."""
 
@@ -112,6 +124,8 @@ class ObjectApi:
         # Mutating admission on create (e.g. sidecar injection): may change the object or raise
         # an ApiError to reject it; runs before defaulting and schema validation.
         self.mutating_admission: list[Callable[[ResourceType, Obj], None]] = []
+        # Validating webhooks (e.g. istiod's validation.istio.io): raise ApiError to refuse.
+        self.validating_admission: list[Callable[[ResourceType, Obj], None]] = []
         for crd in store.list("apiextensions.k8s.io/customresourcedefinitions"):
             self._register_crd(crd)
 
@@ -564,8 +578,12 @@ class ObjectApi:
         """Kind-specific checks and allocations a real API server does on write."""
         if rt.key == "/services":
             self._service_addresses.admit(obj, old, commit=not dry_run)
+        if rt.key == "/secrets":
+            merge_string_data(obj)
         if rt.key == "apiextensions.k8s.io/customresourcedefinitions":
             crd_types.check_crd(obj)
+        for validate in self.validating_admission:
+            validate(rt, obj)
 
     def _after_write(self, rt: ResourceType, namespace: str, obj: Obj | None,
                      removed: Obj | None = None) -> None:

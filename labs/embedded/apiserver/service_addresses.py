@@ -2,12 +2,18 @@
 
 Cluster IPs come from 127.96.0.0/16 (a real cluster uses 10.96.0.0/16): the embedded cluster
 stays on loopback so that a learner's `curl <cluster-ip>` can never send a packet off this
-machine. Node ports come from the real default range 30000-32767.
+machine. Node ports come from the real default range 30000-32767, chosen at random as
+kube-apiserver chooses them, and never one that something on this host already listens on:
+several clusters share one host (a workshop, the test suite), and gateway Envoys bind their node
+ports with SO_REUSEPORT, so two clusters on one port would silently split each other's
+connections instead of failing.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +24,17 @@ CLUSTER_IP_RANGE = ipaddress.ip_network("127.96.0.0/16")
 FIRST_DYNAMIC_IP = 10  # .1 is the `kubernetes` Service, as on a real cluster
 NODE_PORT_RANGE = range(30000, 32768)
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
+
+
+def _in_use_on_host(port: int) -> bool:
+    """Whether a process on this host listens on `port` (a plain bind fails even against
+    listeners that set SO_REUSEPORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _node_ports(svc: Obj) -> set[int]:
@@ -35,13 +52,12 @@ class ServiceAddresses:
             self._ips.add(svc.get("spec", {}).get("clusterIP", ""))
             self._ports |= _node_ports(svc)
         self._next_ip = FIRST_DYNAMIC_IP
-        self._next_port = NODE_PORT_RANGE.start
 
     def admit(self, svc: Obj, old: Obj | None, commit: bool = True) -> None:
         """Fill in and claim the Service's cluster IP (on create) and node ports; 422 when a
         requested one is taken or out of range. Nothing is claimed when the write is rejected
         or `commit` is False (dry run)."""
-        saved = (set(self._ips), set(self._ports), self._next_ip, self._next_port)
+        saved = (set(self._ips), set(self._ports), self._next_ip)
         try:
             spec = svc.setdefault("spec", {})
             name = svc["metadata"]["name"]
@@ -49,10 +65,10 @@ class ServiceAddresses:
                 self._admit_cluster_ip(spec, name)
             self._admit_node_ports(spec, name, old)
         except BaseException:
-            self._ips, self._ports, self._next_ip, self._next_port = saved
+            self._ips, self._ports, self._next_ip = saved
             raise
         if not commit:
-            self._ips, self._ports, self._next_ip, self._next_port = saved
+            self._ips, self._ports, self._next_ip = saved
 
     def release(self, svc: Obj) -> None:
         self._ips.discard(svc.get("spec", {}).get("clusterIP", ""))
@@ -116,11 +132,10 @@ class ServiceAddresses:
         self._ports.add(node_port)
 
     def _allocate_port(self) -> int:
-        for _ in NODE_PORT_RANGE:
-            candidate = self._next_port
-            self._next_port = (candidate + 1 if candidate + 1 < NODE_PORT_RANGE.stop
-                               else NODE_PORT_RANGE.start)
-            if candidate not in self._ports:
+        start = random.randrange(len(NODE_PORT_RANGE))
+        for offset in range(len(NODE_PORT_RANGE)):
+            candidate = NODE_PORT_RANGE[(start + offset) % len(NODE_PORT_RANGE)]
+            if candidate not in self._ports and not _in_use_on_host(candidate):
                 self._ports.add(candidate)
                 return candidate
         raise RuntimeError("the embedded cluster ran out of Service node ports")

@@ -42,6 +42,9 @@ APPS: dict[str, App] = {
     **{repo: App("curl client twin (sleeps; `kubectl exec` runs the host's curl)",
                  launcher("labs.embedded.apps.sleeper"))
        for repo in ("curlimages/curl", "curl/curl")},
+    "istio/ext-authz": App(
+        "ext-authz twin (Istio's sample external authorizer, HTTP check only)",
+        launcher("labs.embedded.apps.extauthz")),
     "fortio/fortio": App(
         "fortio twin (echo server; `fortio load`/`fortio curl` for kubectl exec)",
         launcher("labs.embedded.apps.fortio", "server"),

@@ -1,12 +1,14 @@
 """The mesh control plane: watches the API and writes every proxy's configuration to files.
 
-It plays istiod's part. Every change to a pod, service, endpoint, namespace or Istio object
-triggers a pass (after a short debounce that folds a burst — one `kubectl apply -f` of many
-objects — into one): take a `MeshState` snapshot, give each sidecar and gateway proxy that the
-runtime has started a certificate (SDS files, before anything refers to them) and its clusters,
-routes and listeners (file-based xDS, only files whose content changed), program the node
-forwarder the same way, publish the mesh root in every namespace, and report what is not
-emulated on the objects themselves. A periodic check rotates certificates at half their lifetime.
+It plays istiod's part. Every change to a pod, service, endpoint, namespace, Istio, Ingress or
+Gateway API object triggers a pass (after a short debounce that folds a burst — one `kubectl
+apply -f` of many objects — into one): take a `MeshState` snapshot (Ingresses and Gateway API
+objects translated into Istio Gateways and VirtualServices, as istiod does), give each sidecar
+and gateway proxy that the runtime has started a certificate (SDS files, before anything refers
+to them) and its clusters, routes and listeners (file-based xDS, only files whose content
+changed), program the node forwarder the same way, publish the mesh root in every namespace,
+and report what is not emulated on the objects themselves. A periodic check rotates
+certificates at half their lifetime.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from ..apiserver.errors import ApiError
 from ..apiserver.store import Event
 from ..paths import write_private
 from .ca import MeshCA, WorkloadCert, default_ttl, needs_rotation
+from .derived import Derived, translate
+from .gateway_deploy import ensure_deployments
+from .kube_status import KubeStatusWriter
+from .meshconfig import MESH_CONFIGMAP, ensure_mesh_configmap, parse_mesh_config
 from .state import (
     HOST_PORTS,
     PROXY_PORTS,
@@ -40,6 +46,7 @@ from .writer import XdsWriter
 from .xds.authorization import build_rbac_filters
 from .xds.clusters import build_outbound
 from .xds.diagnostics import outbound_warnings
+from .xds.ext_authz import build_ext_authz, custom_warnings
 from .xds.forwarder_config import build_forwarder, build_forwarder_routes
 from .xds.gateway import (
     build_gateway,
@@ -47,7 +54,7 @@ from .xds.gateway import (
     credential_sds_text,
     gateway_credentials,
 )
-from .xds.jwt import build_jwt_filter
+from .xds.jwt import build_jwt_filter, jwks_clusters, jwks_warnings
 from .xds.listeners import build_inbound_clusters, build_sidecar_listeners
 from .xds.observability import telemetry_clusters
 
@@ -69,12 +76,22 @@ STATE_KINDS: dict[str, tuple[str, str, str]] = {
     "peer_authentications": ("security.istio.io", "v1", "peerauthentications"),
     "authorization_policies": ("security.istio.io", "v1", "authorizationpolicies"),
     "request_authentications": ("security.istio.io", "v1", "requestauthentications"),
+    "ingresses": ("networking.k8s.io", "v1", "ingresses"),
+    "ingress_classes": ("networking.k8s.io", "v1", "ingressclasses"),
+    "gateway_classes": ("gateway.networking.k8s.io", "v1", "gatewayclasses"),
+    "kube_gateways": ("gateway.networking.k8s.io", "v1", "gateways"),
+    "http_routes": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "reference_grants": ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
 }
 STATE_KEYS = frozenset(f"{group}/{plural}" for group, _, plural in STATE_KINDS.values())
 CONFIGMAPS = "/configmaps"
 SECRETS = "/secrets"  # the ingress gateway's TLS certificates (credentialName)
 # What the Istio objects' status depends on: themselves, and the hosts they can refer to.
-STATUS_INPUTS = REPORTED_KEYS | {"/services", "/namespaces"}
+STATUS_INPUTS = REPORTED_KEYS | {"/services", "/namespaces", CONFIGMAPS}
+# What Ingress and Gateway API status (and the Gateways' deployments) depend on.
+KUBE_STATUS_INPUTS = frozenset(f"{STATE_KINDS[k][0]}/{STATE_KINDS[k][2]}" for k in (
+    "ingresses", "ingress_classes", "gateway_classes", "kube_gateways", "http_routes",
+    "reference_grants")) | {"/services", "/namespaces", SECRETS}
 
 
 class Forwarder(Protocol):
@@ -92,7 +109,10 @@ def snapshot(api: ObjectApi) -> MeshState:
     for attribute, (group, version, plural) in STATE_KINDS.items():
         rt = api.registry.lookup(group, version, plural)
         lists[attribute] = api.list(rt, None)[0] if rt is not None else []
-    return MeshState(**lists)
+    configmaps = api.registry.lookup("", "v1", "configmaps")
+    assert configmaps is not None
+    mesh_config, error = parse_mesh_config(api.find(configmaps, *MESH_CONFIGMAP))
+    return MeshState(**lists, mesh_config=mesh_config, mesh_config_error=error)
 
 
 def fingerprint(obj: Obj) -> str:
@@ -137,6 +157,7 @@ class MeshControlPlane:
         self.cert_ttl = default_ttl()
         self.writer = XdsWriter()
         self.status = StatusReporter(api)
+        self.kube_status = KubeStatusWriter(api)
         # Called with each pass's snapshot (Prometheus targets, telemetry labels).
         self.observers: list[Callable[[MeshState], None]] = []
         self.last_pass_ms = 0.0
@@ -172,10 +193,11 @@ class MeshControlPlane:
     def _note(self, event: Event, changed: set[str]) -> None:
         """Add the event's resource to `changed` when it matters to a pass."""
         key = event.key
-        if key not in STATE_KEYS and key not in REPORTED_KEYS and key != SECRETS and not (
-                key == CONFIGMAPS and event.object["metadata"]["name"] == ROOT_CERT_CONFIGMAP):
-            return
         meta = event.object["metadata"]
+        if key not in STATE_KEYS and key not in REPORTED_KEYS and key != SECRETS and not (
+                key == CONFIGMAPS and (meta["name"] == ROOT_CERT_CONFIGMAP or (
+                    meta.get("namespace"), meta["name"]) == MESH_CONFIGMAP)):
+            return
         ident = (key, meta.get("namespace", ""), meta["name"])
         if event.type == "DELETED":
             self._fingerprints.pop(ident, None)
@@ -191,7 +213,7 @@ class MeshControlPlane:
         """One pass over the whole mesh; `changed` (resource keys) narrows the status and
         root-certificate work, None does everything."""
         started = time.perf_counter()
-        state = snapshot(self.api)
+        state, derived = translate(snapshot(self.api), self._secret_names())
         written = self._program_sidecars(state)
         if self.forwarder is not None:
             written += self._program(
@@ -199,8 +221,11 @@ class MeshControlPlane:
         # After the proxies, so that reporting never delays traffic following a change.
         if changed is None or changed & STATUS_INPUTS:
             self._report_status(state)
+        if changed is None or changed & KUBE_STATUS_INPUTS:
+            self._report_kube_status(state, derived)
         if changed is None or changed & {"/namespaces", CONFIGMAPS}:
             self.publish_root_cert(state)
+            ensure_mesh_configmap(self.api)
         for observe in self.observers:
             try:
                 observe(state)
@@ -215,9 +240,25 @@ class MeshControlPlane:
 
     def _report_status(self, state: MeshState) -> None:
         try:
-            self.status.reconcile(outbound_warnings(state))
+            self.status.reconcile([*outbound_warnings(state), *custom_warnings(state),
+                                   *jwks_warnings(state)])
         except Exception:
             log.exception("reporting the status of Istio objects failed")
+
+    def _report_kube_status(self, state: MeshState, derived: Derived) -> None:
+        """Deploy the Gateways' proxies, then write Ingress / Gateway API status."""
+        try:
+            ensure_deployments(self.api, derived.gateway_api.listeners)
+            self.kube_status.reconcile(derived.gateway_api, derived.ingresses,
+                                       derived.ingress_warnings)
+        except Exception:
+            log.exception("reporting the status of Ingress / Gateway API objects failed")
+
+    def _secret_names(self) -> set[tuple[str, str]]:
+        rt = self.api.registry.lookup("", "v1", "secrets")
+        assert rt is not None
+        return {(s["metadata"].get("namespace", ""), s["metadata"]["name"])
+                for s in self.api.list(rt, None)[0]}
 
     def _program_sidecars(self, state: MeshState) -> int:
         written = 0
@@ -256,10 +297,14 @@ class MeshControlPlane:
     def _sidecar_resources(self, state: MeshState, pod: Obj, files: ProxyFiles) -> EnvoyResources:
         self._ensure_cert(pod, files)
         clusters, route_configs = build_outbound(state, pod, files)
+        custom_filters, custom_clusters = build_ext_authz(state, pod)
+        own = {c["name"]: c for c in [*custom_clusters, *jwks_clusters(state, pod)]}
         clusters = [*clusters, *build_inbound_clusters(state, pod),
-                    *telemetry_clusters(self.telemetry_port)]
-        # jwt_authn first: the RBAC filters read the payload it validated.
-        inbound_filters = [*build_jwt_filter(state, pod), *build_rbac_filters(state, pod)]
+                    *telemetry_clusters(self.telemetry_port), *own.values()]
+        # jwt_authn first: the RBAC filters read the payload it validated. Then Istio's order:
+        # CUSTOM (ext-authz), DENY, ALLOW.
+        inbound_filters = [*build_jwt_filter(state, pod), *custom_filters,
+                           *build_rbac_filters(state, pod)]
         listeners = build_sidecar_listeners(state, pod, files, self.telemetry_port,
                                             inbound_http_filters=inbound_filters)
         return EnvoyResources(listeners=listeners, clusters=clusters,

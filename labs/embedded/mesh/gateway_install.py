@@ -4,7 +4,8 @@ The objects come from `labs/manifests/istio-ingressgateway.yaml` (Istio's gatewa
 each is created only when absent, so a learner's edits survive a daemon restart. The Service's
 `status.loadBalancer.ingress` is set to 127.0.0.1 (there is no cloud load balancer: the gateway
 itself listens on the Service's node ports on loopback), so `kubectl get svc` shows it as
-EXTERNAL-IP and Istio's docs (`INGRESS_HOST`/`INGRESS_PORT`) work unchanged.
+EXTERNAL-IP and Istio's docs (`INGRESS_HOST`/`INGRESS_PORT`) work unchanged. The IngressClass
+and GatewayClass `istio` are created too (labs.embedded.mesh.mesh_classes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from labs.versions import version
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
+from .mesh_classes import install_classes
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -54,14 +56,14 @@ def install_ingress_gateway(api: ObjectApi, path: Path = MANIFEST) -> int:
             continue
         created += 1
     publish_load_balancer(api)
-    return created
+    return created + install_classes(api)
 
 
-def publish_load_balancer(api: ObjectApi) -> None:
-    """Report the gateway Service's load balancer address (status subresource)."""
+def publish_load_balancer(api: ObjectApi, namespace: str = GATEWAY_SERVICE[0],
+                          name: str = GATEWAY_SERVICE[1]) -> None:
+    """Report a gateway Service's load balancer address (status subresource)."""
     rt = api.registry.lookup("", "v1", "services")
     assert rt is not None
-    namespace, name = GATEWAY_SERVICE
     svc = api.find(rt, namespace, name)
     if svc is None or (svc.get("spec") or {}).get("type") != "LoadBalancer":
         return
@@ -72,4 +74,4 @@ def publish_load_balancer(api: ObjectApi) -> None:
         api.update(rt, namespace, name, {**svc, "status": status}, subresource="status",
                    validate=False)
     except ApiError as err:
-        log.warning("could not publish the ingress gateway's address: %s", err.message)
+        log.warning("could not publish the address of %s/%s: %s", namespace, name, err.message)

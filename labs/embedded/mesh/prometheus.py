@@ -1,11 +1,11 @@
 """A real Prometheus for the embedded cluster, so the course's PromQL works unchanged.
 
 When a `prometheus` binary is on PATH (Debian/Ubuntu: `apt-get install prometheus`), the daemon
-starts it with the cluster: it scrapes the telemetry server (Istio's standard metrics) and every
-sidecar's Envoy admin `/stats/prometheus`, once a second, listening on 127.0.0.1 only. The
-sidecar targets are a file_sd file rewritten (atomically, only on change) after each control
-plane pass; Prometheus watches it. Without a binary nothing starts and
-`prometheus_missing_hint()` says how to get one.
+starts it with the cluster: it scrapes the telemetry server (Istio's standard metrics) and the
+Envoy admin `/stats/prometheus` of every sidecar and gateway (istio-ingressgateway), once a
+second, listening on 127.0.0.1 only. The proxy targets are a file_sd file rewritten
+(atomically, only on change) after each control plane pass; Prometheus watches it. Without a
+binary nothing starts and `prometheus_missing_hint()` says how to get one.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def scrape_config(telemetry_port: int, targets_file: Path) -> Obj:
 
 
 def proxy_targets(state: MeshState) -> list[Obj]:
-    """One file_sd group per sidecar: its Envoy admin, labelled like kubernetes_sd would."""
+    """One file_sd group per sidecar and gateway proxy: its Envoy admin, labelled like
+    kubernetes_sd would."""
     groups = []
-    for pod in state.sidecar_pods():
+    for pod in [*state.sidecar_pods(), *state.gateway_pods()]:
         admin = proxy_ports(pod).get("admin")
         if not admin:
             continue

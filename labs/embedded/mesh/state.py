@@ -137,7 +137,19 @@ class MeshState:
     gateways: list[Obj] = field(default_factory=list)
     authorization_policies: list[Obj] = field(default_factory=list)
     request_authentications: list[Obj] = field(default_factory=list)
+    # Kubernetes Ingress and Gateway API objects (labs.embedded.mesh.ingress / gateway_api
+    # translate them into Istio Gateways and VirtualServices, as istiod does).
+    ingresses: list[Obj] = field(default_factory=list)
+    ingress_classes: list[Obj] = field(default_factory=list)
+    gateway_classes: list[Obj] = field(default_factory=list)
+    kube_gateways: list[Obj] = field(default_factory=list)
+    http_routes: list[Obj] = field(default_factory=list)
+    reference_grants: list[Obj] = field(default_factory=list)
     root_namespace: str = ROOT_NAMESPACE
+    # Istio's mesh config (ConfigMap istio-system/istio, key `mesh`; see meshconfig.py) and
+    # what is wrong with it, if anything.
+    mesh_config: Obj = field(default_factory=dict)
+    mesh_config_error: str | None = None
 
     def __post_init__(self) -> None:
         self._pods_by_key = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]): p

@@ -2,7 +2,8 @@
 
 Which policies apply to a pod: those in the root namespace (mesh-wide), those without a selector
 in the pod's namespace, and those whose `selector.matchLabels` match the pod (in its namespace,
-or in the root namespace for every namespace). The decision is Istio's: DENY first (any matching
+or in the root namespace for every namespace). The decision is Istio's: CUSTOM first (the
+ext_authz filters of xds/ext_authz.py run before these), then DENY (any matching
 DENY policy denies), then ALLOW (when ALLOW policies apply, a request matching none of them is
 denied; `spec: {}` is an ALLOW policy without rules, so it denies everything), AUDIT has no
 effect on the decision. Hence at most two RBAC filters, DENY before ALLOW, named like Istio's.
@@ -27,7 +28,7 @@ RBAC_FILTER = "envoy.filters.http.rbac"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 SPIFFE = "spiffe://"
 ALLOW, DENY, AUDIT, CUSTOM = "ALLOW", "DENY", "AUDIT", "CUSTOM"
-KNOWN_SPEC_FIELDS = {"selector", "action", "rules"}
+KNOWN_SPEC_FIELDS = {"selector", "action", "rules", "provider"}
 SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces",
                  "requestPrincipals", "notRequestPrincipals"}
 OPERATION_FIELDS = {"methods", "notMethods", "paths", "notPaths", "ports", "notPorts",
@@ -215,7 +216,7 @@ def _condition(pod: Obj, key: str) -> tuple[str, Callable[[str], Obj]] | None:
     return plain.get(key)
 
 
-def _rule_policy(pod: Obj, rule: Obj) -> Obj:
+def rule_policy(pod: Obj, rule: Obj) -> Obj:
     """One RBAC policy: ANY of the `from` sources and ANY of the `to` operations, AND every
     `when` condition."""
     permissions: list[Obj] = []
@@ -251,9 +252,13 @@ def _and(items: list[Obj], key: str) -> Obj:
     return items[0] if len(items) == 1 else {key: {key.replace("and_", ""): items}}
 
 
+def rbac_filter(config: Obj) -> Obj:
+    """An RBAC HTTP filter with `config` (`rules`, `shadow_rules`, ...)."""
+    return {"name": RBAC_FILTER, "typed_config": {"@type": RBAC_TYPE, **config}}
+
+
 def _rbac(action: str, policies: dict[str, Obj]) -> Obj:
-    return {"name": RBAC_FILTER, "typed_config": {
-        "@type": RBAC_TYPE, "rules": {"action": action, "policies": policies}}}
+    return rbac_filter({"rules": {"action": action, "policies": policies}})
 
 
 def build_rbac_filters(state: MeshState, pod: Obj) -> list[Obj]:
@@ -263,13 +268,13 @@ def build_rbac_filters(state: MeshState, pod: Obj) -> list[Obj]:
     for policy in selected(state.authorization_policies, state, pod):
         action = action_of(policy)
         if action not in by_action:
-            continue  # AUDIT never changes the decision; CUSTOM is reported as not emulated
+            continue  # AUDIT never changes the decision; CUSTOM is xds/ext_authz.py's
         meta = policy["metadata"]
         for index, rule in enumerate((policy.get("spec") or {}).get("rules") or []):
             if action == ALLOW and _rule_problems(rule or {}, ""):
                 continue  # fail closed, like istiod: reported by authz_unsupported_fields
             name = f"ns[{meta.get('namespace', '')}]-policy[{meta['name']}]-rule[{index}]"
-            by_action[action][name] = _rule_policy(pod, rule or {})
+            by_action[action][name] = rule_policy(pod, rule or {})
     filters = []
     if by_action[DENY]:
         filters.append(_rbac(DENY, by_action[DENY]))
@@ -292,10 +297,10 @@ def authz_unsupported_fields(obj: Obj) -> list[str]:
     spec = obj.get("spec") or {}
     ignored = unknown_spec_fields(spec, KNOWN_SPEC_FIELDS)
     action = spec.get("action") or ALLOW
-    if action == CUSTOM:
-        ignored.append("spec.action CUSTOM (ext-authz providers; the policy has no effect)")
-    elif action not in (ALLOW, DENY, AUDIT):
-        ignored.append(f"spec.action {action} (use ALLOW, DENY or AUDIT)")
+    if action not in (ALLOW, DENY, AUDIT, CUSTOM):
+        ignored.append(f"spec.action {action} (use ALLOW, DENY, AUDIT or CUSTOM)")
+    if action != CUSTOM and "provider" in spec:
+        ignored.append("spec.provider (only a CUSTOM policy has a provider)")
     for r, rule in enumerate(spec.get("rules") or []):
         problems = _rule_problems(rule or {}, f"spec.rules[{r}]")
         if problems and action == ALLOW:

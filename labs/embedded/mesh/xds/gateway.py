@@ -22,10 +22,11 @@ import base64
 import binascii
 import copy
 import json
+import re
 from collections.abc import Collection
 from pathlib import Path
 
-from ..state import EnvoyResources, MeshState, Obj, ProxyFiles, host_ports
+from ..state import EnvoyResources, MeshState, Obj, ProxyFiles, fqdn, host_ports
 from .clusters import build_outbound
 from .hosts import MeshHost, expand_host, host_matches, sidecar_hosts, specificity, visible_to
 from .listeners import (
@@ -49,6 +50,9 @@ DOWNSTREAM_TLS_TYPE = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext")
 TLS_INSPECTOR_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")
+GATEWAY_SERVICE_ANNOTATION = "internal.istio.io/gateway-service"
+ROUTE_SEMANTICS_ANNOTATION = "internal.istio.io/route-semantics"
+PREFIX_REDIRECT = "%PREFIX()%"  # Istio's marker for a Gateway API ReplacePrefixMatch redirect
 
 
 def credential_sds(files: ProxyFiles, name: str) -> Path:
@@ -90,12 +94,50 @@ def gateway_ref(gateway: Obj) -> str:
     return f"{meta.get('namespace', '')}/{meta['name']}"
 
 
-def selects(gateway: Obj, pod: Obj) -> bool:
+def selects(gateway: Obj, pod: Obj, state: MeshState | None = None) -> bool:
     """Istio: every label of the Gateway's `selector` is on the pod (Gateways in any
-    namespace select gateway pods in any namespace, Istio's default)."""
+    namespace select gateway pods in any namespace, Istio's default). A Gateway istiod derived
+    from a Gateway API Gateway names its Service instead (`internal.istio.io/gateway-service`):
+    it selects the pods behind that Service."""
     labels = pod["metadata"].get("labels") or {}
+    services = ((gateway["metadata"].get("annotations") or {}).get(GATEWAY_SERVICE_ANNOTATION)
+                or "")
+    if services:
+        return state is not None and any(fqdn(svc) in services.split(",")
+                                         for svc in _pod_services(state, pod))
     selector = (gateway.get("spec") or {}).get("selector") or {}
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def gateway_semantics(vs: Obj, routes: list[Obj]) -> list[Obj]:
+    """Routes of a VirtualService istiod derived from an Ingress or an HTTPRoute
+    (`internal.istio.io/route-semantics`): a prefix matches whole path segments (Envoy's
+    `path_separated_prefix`; a prefix rewrite to `/` then strips the segment), and for
+    Gateway API a missing backend answers 500, as the spec asks, and a redirect to
+    `%PREFIX()%<path>` replaces the matched prefix."""
+    semantics = (vs["metadata"].get("annotations") or {}).get(ROUTE_SEMANTICS_ANNOTATION)
+    if semantics not in ("ingress", "gateway"):
+        return routes
+    for route in routes:
+        redirect = route.get("redirect") or {}
+        if semantics == "gateway" and str(redirect.get("path_redirect", "")).startswith(
+                PREFIX_REDIRECT):  # Istio's route.go: a redirect's `%PREFIX()%` → prefix_rewrite
+            redirect["prefix_rewrite"] = redirect.pop("path_redirect").removeprefix(
+                PREFIX_REDIRECT)
+        match = route["match"]
+        prefix = match.get("prefix")
+        if prefix is not None and prefix != "/":
+            del match["prefix"]
+            match["path_separated_prefix"] = prefix.rstrip("/") or "/"
+            for action in (route.get("route") or {}, redirect):
+                if action.get("prefix_rewrite") == "/":  # `/x/y` → `/y`, not `//y`
+                    del action["prefix_rewrite"]
+                    action["regex_rewrite"] = {
+                        "pattern": {"regex": f"^{re.escape(prefix.rstrip('/'))}" r"\/*"},
+                        "substitution": "/"}
+        if semantics == "gateway" and "route" in route:
+            route["route"]["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
+    return routes
 
 
 def gateway_unsupported_fields(gateway: Obj) -> list[str]:
@@ -122,7 +164,7 @@ def gateway_unsupported_fields(gateway: Obj) -> list[str]:
 def gateway_credentials(state: MeshState, pod: Obj) -> list[str]:
     """The credentialNames of the TLS SIMPLE servers that select `pod`."""
     return list(dict.fromkeys(
-        name for gateway in state.gateways if selects(gateway, pod)
+        name for gateway in state.gateways if selects(gateway, pod, state)
         for server in (gateway.get("spec") or {}).get("servers") or []
         if (name := _simple_tls(server))))
 
@@ -205,7 +247,7 @@ def _virtual_hosts(state: MeshState, pod: Obj, number: int, servers: list[tuple[
             ctx = RouteContext(vs, number, meta.get("labels") or {}, meta.get("namespace", ""),
                                hosts, hash_for, gateways=frozenset({ref}))
             try:
-                routes = vs_routes(ctx)
+                routes = gateway_semantics(vs, vs_routes(ctx))
             except ConfigError as err:
                 warnings.append(f"VirtualService {vs_ns}/{vs['metadata']['name']}: {err}")
                 continue
@@ -265,7 +307,7 @@ def _servers(state: MeshState, pod: Obj) -> dict[int, list[tuple[Obj, Obj]]]:
     servers: dict[int, list[tuple[Obj, Obj]]] = {}
     for gateway in sorted(state.gateways, key=lambda g: g["metadata"].get("creationTimestamp")
                           or ""):
-        if gateway["metadata"].get("deletionTimestamp") or not selects(gateway, pod):
+        if gateway["metadata"].get("deletionTimestamp") or not selects(gateway, pod, state):
             continue
         for server in (gateway.get("spec") or {}).get("servers") or []:
             port = server.get("port") or {}

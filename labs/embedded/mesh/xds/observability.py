@@ -50,6 +50,9 @@ TELEMETRY_FIELDS = {
     "downstream_peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
     "connection_security": "%DOWNSTREAM_TLS_VERSION%",
     "route_name": "%ROUTE_NAME%",
+    # What the RBAC filters decided (enforced and shadow policy ids and results), for
+    # labs.authz: e.g. {"enforced_effective_policy_id": "ns[foo]-policy[allow]-rule[0]", ...}.
+    "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
 }
 
 

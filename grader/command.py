@@ -1,0 +1,92 @@
+"""The `meshlab grade` subcommand (registered in labs/cli.py through its `add_command`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+GRADE_HELP = ("autograde an assignment with nbgrader, each student against its own cluster "
+              "(replay: a fresh embedded cluster; live: the student's running one), in "
+              "parallel; then export grades and generate feedback")
+
+
+def configure_grade(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("assignment", help="assignment id, e.g. day1")
+    parser.add_argument("--mode", choices=("replay", "live"), default="replay",
+                        help="replay (default): re-execute each submission against a fresh "
+                        "embedded cluster; live: check each student's own cluster")
+    parser.add_argument("--students", help="comma-separated student ids (default: every "
+                        "student with a submission)")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="students graded at the same time (default 1)")
+    parser.add_argument("--roster", help="live mode: the students' clusters, the same YAML "
+                        "or CSV roster as `meshlab board` (default: the embedded cluster named "
+                        "after each student, under --state-dir)")
+    parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="per-student limit for the whole autograde (default 600)")
+    parser.add_argument("--export", metavar="CSV", help="also export all grades to this CSV")
+    parser.add_argument("--feedback", action="store_true",
+                        help="also generate feedback HTML (course dir feedback/)")
+    parser.add_argument("--course-dir", help="nbgrader course working directory "
+                        "(default: $MESHLAB_COURSE_DIR or grader/course)")
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from grader.course import course_dir
+    from grader.driver import Plan, grade, submitted_students, table
+    from grader.gradebook import GradebookError
+    from grader.targets import Target
+    from labs.board.roster import RosterError, load_roster
+
+    course = Path(args.course_dir).expanduser().resolve() if args.course_dir else course_dir()
+    if args.parallel < 1:
+        return _usage("--parallel must be 1 or more")
+    students = ([s.strip() for s in args.students.split(",") if s.strip()] if args.students
+                else submitted_students(course, args.assignment))
+    if not students:
+        return _usage(f"no submissions of {args.assignment!r} in {course / 'submitted'}: "
+                      f"collect them first (nbgrader collect, or copy to "
+                      f"submitted/STUDENT/{args.assignment}/)")
+    missing = [s for s in students
+               if not (course / "submitted" / s / args.assignment).is_dir()]
+    if missing:
+        return _usage(f"no submission of {args.assignment!r} for: {', '.join(missing)}")
+    try:
+        roster = {s.name: Target.of_student(s) for s in load_roster(args.roster)} \
+            if args.roster else {}
+    except RosterError as exc:
+        return _usage(str(exc))
+    if args.mode == "live" and not args.roster:
+        roster = {s: Target(cluster=s, state_dir=args.state_dir) for s in students}
+    if args.mode == "live" and (unknown := [s for s in students if s not in roster]):
+        return _usage(f"the roster has no cluster for: {', '.join(unknown)}")
+    plan = Plan(args.assignment, course, students, args.mode, args.parallel, roster,
+                args.timeout)
+    try:
+        graded = grade(plan)
+    except GradebookError as exc:
+        return _usage(str(exc))
+    print(table(course, args.assignment, graded))
+    ok = all(g.ok for g in graded)
+    if args.export:
+        ok &= _follow_up(course, "export", f"--to={Path(args.export).resolve()}")
+    if args.feedback:
+        ok &= _follow_up(course, "generate_feedback", args.assignment, "--force")
+    return 0 if ok else 1
+
+
+def _follow_up(course: Path, *args: str) -> bool:
+    from grader.nbgrader_run import nbgrader
+
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        run = nbgrader(*args, course=course, log=Path(log.name))
+        if not run.ok:
+            print(f"meshlab grade: nbgrader {args[0]} failed:\n{run.tail()}", file=sys.stderr)
+        return run.ok
+
+
+def _usage(message: str) -> int:
+    print(f"meshlab grade: {message}", file=sys.stderr)
+    return 2
