@@ -115,3 +115,20 @@ def notebook_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         yield cluster
     finally:
         cluster.down()
+
+
+def without_namespaces(cluster: ClusterRef, *names: str) -> Iterator[ClusterRef]:
+    """Body of a module fixture: `cluster` without the namespaces `names`, deleted again (and
+    waited for: their sidecars hold inotify instances) after the module."""
+    targets = [f"namespace/{name}" for name in names]
+
+    def delete() -> None:
+        done = cluster.kubectl("delete", *targets, "--ignore-not-found", "--timeout=90s",
+                               timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    delete()
+    try:
+        yield cluster
+    finally:
+        delete()

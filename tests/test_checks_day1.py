@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import without_namespaces
 from ipywidgets import Button, Output
 from mesh_support import (
     JASON_MATCH,
@@ -44,14 +45,7 @@ STRICT = yaml_stream({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthent
 
 @pytest.fixture(scope="module")
 def labs_namespaces(cluster: ClusterRef) -> Iterator[ClusterRef]:
-    """The session cluster without `bookinfo` and `legacy`; both deleted (and waited for: their
-    sidecars hold inotify instances) after the module."""
-    names = f"namespace/{BOOKINFO},namespace/{LEGACY}"
-    cluster.kubectl("delete", names, "--ignore-not-found", "--timeout=60s", timeout=90)
-    try:
-        yield cluster
-    finally:
-        cluster.kubectl("delete", names, "--ignore-not-found", "--timeout=60s", timeout=90)
+    yield from without_namespaces(cluster, BOOKINFO, LEGACY)
 
 
 def run(cluster: ClusterRef, selector: str, retry: Retry | None = None) -> Report:

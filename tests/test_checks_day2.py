@@ -18,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from conftest import without_namespaces
 from mesh_support import MeshNamespace, yaml_stream
 from notebook_support import COURSE
 
@@ -51,14 +52,7 @@ def policy(name: str, app: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def labs_namespaces(cluster: ClusterRef) -> Iterator[ClusterRef]:
-    """The session cluster without `bookinfo` and `foo`; both deleted (and waited for: their
-    sidecars hold inotify instances) after the module."""
-    names = f"namespace/{BOOKINFO},namespace/{FOO}"
-    cluster.kubectl("delete", names, "--ignore-not-found", "--timeout=60s", timeout=90)
-    try:
-        yield cluster
-    finally:
-        cluster.kubectl("delete", names, "--ignore-not-found", "--timeout=60s", timeout=90)
+    yield from without_namespaces(cluster, BOOKINFO, FOO)
 
 
 def judge(cluster: ClusterRef, lab: str, expected: dict[str, Status]) -> Report:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import socket
 from collections.abc import Iterable
 from typing import Any
+
+from labs.embedded.loopback import port_is_free
 
 from .errors import FieldCause, invalid
 
@@ -24,17 +25,6 @@ CLUSTER_IP_RANGE = ipaddress.ip_network("127.96.0.0/16")
 FIRST_DYNAMIC_IP = 10  # .1 is the `kubernetes` Service, as on a real cluster
 NODE_PORT_RANGE = range(30000, 32768)
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
-
-
-def _in_use_on_host(port: int) -> bool:
-    """Whether a process on this host listens on `port` (a plain bind fails even against
-    listeners that set SO_REUSEPORT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def _node_ports(svc: Obj) -> set[int]:
@@ -135,7 +125,7 @@ class ServiceAddresses:
         start = random.randrange(len(NODE_PORT_RANGE))
         for offset in range(len(NODE_PORT_RANGE)):
             candidate = NODE_PORT_RANGE[(start + offset) % len(NODE_PORT_RANGE)]
-            if candidate not in self._ports and not _in_use_on_host(candidate):
+            if candidate not in self._ports and port_is_free(candidate):
                 self._ports.add(candidate)
                 return candidate
         raise RuntimeError("the embedded cluster ran out of Service node ports")

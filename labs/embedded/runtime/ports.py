@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 
+from labs.embedded.loopback import port_is_free
+
 
 class PortAllocator:
     """Free TCP ports on 127.0.0.1, never handed out twice while in use."""
@@ -15,7 +17,7 @@ class PortAllocator:
     def allocate(self, preferred: int | None = None) -> int:
         """A free port: `preferred` (e.g. the one a pod had before a daemon restart) if it still
         is, else one the OS picks (bind to port 0, read it, close)."""
-        if preferred and preferred not in self._in_use and self._bindable(preferred):
+        if preferred and preferred not in self._in_use and port_is_free(preferred):
             self._in_use.add(preferred)
             return preferred
         for _ in range(100):
@@ -29,12 +31,3 @@ class PortAllocator:
 
     def release(self, ports: list[int]) -> None:
         self._in_use.difference_update(ports)
-
-    @staticmethod
-    def _bindable(port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
