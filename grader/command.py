@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import tempfile
 from pathlib import Path
@@ -31,11 +32,14 @@ def configure_grade(parser: argparse.ArgumentParser) -> None:
                         help="also generate feedback HTML (course dir feedback/)")
     parser.add_argument("--course-dir", help="nbgrader course working directory "
                         "(default: $MESHLAB_COURSE_DIR or grader/course)")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run submissions unsandboxed, as this user (they can then change "
+                        "any grade); needed to grade in parallel where no sandbox can be made")
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from grader.course import course_dir
-    from grader.driver import Plan, grade, submitted_students, table
+    from grader.driver import Plan, grade, mode_line, submitted_students, table
     from grader.gradebook import GradebookError
     from grader.targets import Target
     from labs.board.roster import RosterError, load_roster
@@ -62,19 +66,59 @@ def cmd_grade(args: argparse.Namespace) -> int:
         roster = {s: Target(cluster=s, state_dir=args.state_dir) for s in students}
     if args.mode == "live" and (unknown := [s for s in students if s not in roster]):
         return _usage(f"the roster has no cluster for: {', '.join(unknown)}")
+    sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel)
+    if sandboxed is None:
+        return 2
     plan = Plan(args.assignment, course, students, args.mode, args.parallel, roster,
-                args.timeout)
+                args.timeout, sandboxed)
     try:
         graded = grade(plan)
     except GradebookError as exc:
         return _usage(str(exc))
+    print(f"grading: {mode_line(sandboxed)}")
     print(table(course, args.assignment, graded))
     ok = all(g.ok for g in graded)
     if args.export:
-        ok &= _follow_up(course, "export", f"--to={Path(args.export).resolve()}")
+        csv_file = Path(args.export).resolve()
+        ok &= _follow_up(course, "export", f"--to={csv_file}")
+        if csv_file.exists():
+            mark_mode(csv_file, args.assignment, students, mode_line(sandboxed))
     if args.feedback:
         ok &= _follow_up(course, "generate_feedback", args.assignment, "--force")
     return 0 if ok else 1
+
+
+def _sandbox_ready(parallel: int) -> bool | None:
+    """True when sandboxes can be made; else say so, and None (refuse) when grading in
+    parallel (one student's code could then change another's grade while it runs)."""
+    from grader.sandbox.jail import problem
+
+    why = problem()
+    if why is None:
+        return True
+    print(f"meshlab grade: NO SANDBOX: {why}; student code would run as this user and could "
+          f"change any grade", file=sys.stderr)
+    if parallel > 1:
+        print("meshlab grade: refusing to grade in parallel without a sandbox; use "
+              "--parallel 1, or --unsafe-no-sandbox for trusted submissions", file=sys.stderr)
+        return None
+    return False
+
+
+def mark_mode(csv_file: Path, assignment: str, students: list[str], mode: str) -> None:
+    """Add a `sandbox` column to nbgrader's CSV export: how this run graded each of its rows
+    (empty for rows it did not grade)."""
+    with csv_file.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    for row in rows:
+        graded = row.get("assignment") == assignment and row.get("student_id") in students
+        row["sandbox"] = mode if graded else row.get("sandbox", "")
+    with csv_file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _follow_up(course: Path, *args: str) -> bool:

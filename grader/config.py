@@ -10,9 +10,11 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.converters import Autograde
 from nbgrader.preprocessors import ClearHiddenTests, Execute, GetGrades
 
-from grader.course import COURSE_ID, course_dir, gradebook_url, source_root
+from grader.course import COURSE_ID, course_dir, gradebook_url
 from grader.preprocessors import CapOutput, ExportStudentEnv, GuardedExecute, VerifyHiddenTests
+from grader.sandbox.student import SANDBOX_ENV
 from grader.targets import TARGETS_ENV
+from labs.catalog import source_root  # the assignments are the catalog's day folders
 
 CELL_TIMEOUT_ENV = "MESHLAB_CELL_TIMEOUT"
 DEFAULT_CELL_TIMEOUT_S = 120
@@ -42,5 +44,7 @@ def configure(c: Any) -> None:
     # a deleted grade cell comes back from the gradebook (and is graded) instead of vanishing
     c.OverwriteCells.add_missing_cells = True
     c.ExportStudentEnv.targets_file = os.environ.get(TARGETS_ENV, "")
+    c.GuardedExecute.sandbox_file = c.VerifyHiddenTests.sandbox_file = \
+        os.environ.get(SANDBOX_ENV, "")
     # feedback: no hidden test source; the verdict outputs carry only shareable text
     c.GenerateFeedback.preprocessors = [ClearHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]

@@ -1,7 +1,7 @@
-"""Where the course lives: the assignment sources (`day1/`, `day2/` at the repository root) and
-the course working directory nbgrader writes to (release, submitted, autograded, feedback,
-gradebook). Both can be moved by environment variables, so tests and instructors can grade a
-course outside the repository without editing the config."""
+"""Where nbgrader works: the course working directory it writes to (release, submitted,
+autograded, feedback, gradebook), movable by `$MESHLAB_COURSE_DIR` so tests and instructors can
+grade outside the repository. The assignment sources are the catalog's day folders
+(`labs.catalog.source_root`, movable by `$MESHLAB_COURSE_SOURCE`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from pathlib import Path
 
 GRADER_DIR = Path(__file__).resolve().parent
 REPO_ROOT = GRADER_DIR.parent
-SOURCE_ENV = "MESHLAB_COURSE_SOURCE"
 COURSE_DIR_ENV = "MESHLAB_COURSE_DIR"
 COURSE_ID = "meshlab"
-
-
-def source_root() -> Path:
-    """The directory holding one folder per assignment (default: the repository root)."""
-    return Path(os.environ.get(SOURCE_ENV) or REPO_ROOT).expanduser().resolve()
 
 
 def course_dir() -> Path:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from grader.gradebook import merge, private_copy, record_zero, require_assignment, scores
 from grader.nbgrader_run import nbgrader
-from grader.targets import Target, write_targets
+from grader.sandbox.student import SANDBOX_ENV, StudentSandbox
+from grader.targets import TARGETS_ENV, Target, write_targets
 from grader.workspace import Workspace, cluster_pid
 from labs.cluster import ClusterError
 
@@ -33,6 +34,7 @@ class Plan:
     parallel: int = 1
     roster: dict[str, Target] = field(default_factory=dict)
     student_timeout: float = DEFAULT_STUDENT_TIMEOUT_S
+    sandboxed: bool = True  # each kernel (and replay daemon) in a sandbox of its own
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,28 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
     """Autograde one student into a private course copy, against its cluster; merge."""
     private = workspace.private_course()
     private_copy(plan.course, private, plan.assignment, student)
+    sandbox: StudentSandbox | None = workspace.sandbox() if plan.sandboxed else None
     cluster = None
     lost = False
     try:
         if plan.mode == "replay":
-            cluster, target = workspace.fresh_cluster()
+            if sandbox:
+                cluster, target, sandbox = workspace.sandboxed_cluster(sandbox)
+            else:
+                cluster, target = workspace.fresh_cluster()
             pid = cluster_pid(cluster)
         else:
             target = plan.roster[student]
+            if sandbox:
+                sandbox, target = sandbox.with_live_cluster(target)
         targets = private / "targets.json"
         write_targets(targets, {student: target})
+        env = {TARGETS_ENV: str(targets)}
+        if sandbox:
+            sandbox.save(private / "sandbox.json")
+            env[SANDBOX_ENV] = str(private / "sandbox.json")
         run = nbgrader("autograde", plan.assignment, f"--student={student}", "--force",
-                       course=private, log=private / "autograde.log",
-                       env={"MESHLAB_GRADE_TARGETS": str(targets)},
+                       course=private, log=private / "autograde.log", env=env,
                        timeout=plan.student_timeout)
         if cluster is not None:
             lost = cluster_pid(cluster) != pid
@@ -84,7 +95,9 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
         record_zero(plan.course, plan.assignment, student)
         return Graded(student, False, time.monotonic() - start, f"no cluster: {exc}")
     finally:
-        if cluster is not None:
+        if sandbox:
+            workspace.discard_sandbox(sandbox)
+        elif cluster is not None:
             workspace.discard_cluster(cluster)
     try:
         if not run.ok:
@@ -142,6 +155,12 @@ def grade(plan: Plan, log: Callable[[str], None] = lambda line: print(line, file
     finally:
         workspace.cleanup()
     return [results[s] for s in plan.students]
+
+
+def mode_line(sandboxed: bool) -> str:
+    """How the submissions ran: first line of the table, and the CSV's `sandbox` column."""
+    return ("sandboxed (bubblewrap, a uid of its own per student)" if sandboxed
+            else "NOT sandboxed (student code ran as the grader's user)")
 
 
 def table(course: Path, assignment: str, graded: list[Graded]) -> str:

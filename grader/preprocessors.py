@@ -12,23 +12,32 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import KernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_locked
 from traitlets import Float, Integer, Unicode
 
-from grader.targets import CLUSTER_VARIABLES, TARGETS_ENV, cluster_env, target_for
+from grader.sandbox.cluster import verifier_target
+from grader.sandbox.kernel import SandboxedKernelManager
+from grader.sandbox.student import StudentSandbox
+from grader.targets import TARGETS_ENV, cluster_env, target_for
 from grader.verify import Verdict, run_verification
+from labs.cluster import CLUSTER_VARIABLES
 
 # The call in a hidden test cell (alone on its line, or after the import and a semicolon);
 # the lab id is the only thing taken from it.
 VERIFY_CALL = re.compile(r"""^\s*(?:from grader\.verify import verify\s*;\s*)?"""
                          r"""verify\(\s*["']([a-z0-9][a-z0-9_.-]*)["']\s*\)\s*$""", re.M)
-# Variables only the grading process needs; a submission has no business reading them.
+# Variables only the grading process needs; a submission has no business reading them (a
+# sandboxed kernel gets an allowlist anyway: grader/sandbox/environment.py).
 GRADER_VARIABLES = (TARGETS_ENV, "MESHLAB_COURSE_DIR")
+SANDBOX_HELP = ("the student's sandbox (JSON, written by `meshlab grade`); empty: the kernel "
+                "runs unsandboxed, as the grader's user")
 # Where ExportStudentEnv leaves the verifier's environment for VerifyHiddenTests.
 VERIFY_ENV_KEY = "meshlab_verify_env"
 
@@ -70,7 +79,17 @@ class GuardedExecute(Execute):
     interrupted after a cell timeout (a loop swallowing KeyboardInterrupt) ends the execution
     instead of failing the whole notebook's grading: the cells that ran keep their outputs, the
     rest stay unexecuted (the kernel is shut down), and the hidden tests are still verified
-    against the cluster."""
+    against the cluster. With a sandbox, the kernel starts in it."""
+
+    sandbox_file = Unicode("", help=SANDBOX_HELP).tag(config=True)
+
+    def create_kernel_manager(self) -> KernelManager:
+        if not self.sandbox_file:
+            return super().create_kernel_manager()
+        workdir = Path(self.resources.get("metadata", {}).get("path") or ".").resolve()
+        self.km = SandboxedKernelManager(StudentSandbox.load(self.sandbox_file), workdir,
+                                         config=self.config)
+        return self.km
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]
                    ) -> tuple[NotebookNode, dict[str, Any]]:
@@ -84,15 +103,22 @@ class GuardedExecute(Execute):
 
 class VerifyHiddenTests(NbGraderPreprocessor):
     """After Execute: replace each hidden test cell's outputs with a verdict computed outside
-    the kernel — nothing when it passed, one error output listing the failed checks."""
+    the kernel — nothing when it passed, one error output listing the failed checks. With a
+    sandboxed replay cluster, the checks reach it with the credentials the grader copied when
+    it started (restarting it, in the sandbox, if the submission stopped it), never through
+    files the sandbox could write."""
 
     timeout = Float(300.0, help="seconds one lab's checks may take").tag(config=True)
+    sandbox_file = Unicode("", help=SANDBOX_HELP).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]
                    ) -> tuple[NotebookNode, dict[str, Any]]:
         env = resources.get(VERIFY_ENV_KEY)
         if env is None:
             raise RuntimeError("VerifyHiddenTests needs ExportStudentEnv before Execute")
+        sandbox = StudentSandbox.load(self.sandbox_file) if self.sandbox_file else None
+        if sandbox and sandbox.cluster:
+            env = cluster_env(env, verifier_target(sandbox), env["MESHLAB_STUDENT"])
         for cell in nb.cells:
             lab = hidden_test_lab(cell)
             if lab is None:

@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Every variable that selects a cluster; cleared before a target's own values are applied, so
+# nothing inherited can redirect a verdict.
+from labs.cluster import CLUSTER_VARIABLES
+
 if TYPE_CHECKING:
     from labs.board.roster import Student
 
 TARGETS_ENV = "MESHLAB_GRADE_TARGETS"
-# Every variable that selects a cluster (labs.cluster.current_cluster); cleared before a
-# target's own values are applied, so nothing inherited can redirect a verdict.
-CLUSTER_VARIABLES = ("MESHLAB_CONTEXT", "KUBECONFIG", "MESHLAB_CLUSTER", "MESHLAB_STATE_DIR")
 
 
 class TargetError(ValueError):

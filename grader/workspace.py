@@ -1,8 +1,8 @@
 """A grading run's private scratch space: one temp root (0700), and below it directories a
 submission cannot list (mode 0300: enter by exact name only) holding each student's course copy
 and cluster state under random names — so one submission cannot find another's by guessing or
-by listing its parent. (Same-user processes can still find them through `ps` or /proc; see the
-README's Grading section.)"""
+by listing its parent — and, when grading is sandboxed, each student's sandbox scratch space.
+(Unsandboxed, same-user processes can still find them through `ps` or /proc.)"""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+from grader.sandbox.accounts import end_processes, new_uid
+from grader.sandbox.cluster import start_fresh
+from grader.sandbox.student import StudentSandbox
 from grader.targets import Target
 from labs.cluster import EmbeddedCluster
 
@@ -23,6 +27,7 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="meshlab-grade-"))
         self.courses = self._unlistable("courses")
         self.states = self._unlistable("states")
+        self.sandboxes = self._unlistable("sandboxes")
 
     def _unlistable(self, name: str) -> Path:
         path = self.root / name
@@ -36,13 +41,39 @@ class Workspace:
         path.mkdir(mode=0o700)
         return path
 
-    def fresh_cluster(self) -> tuple[EmbeddedCluster, Target]:
-        """A new embedded cluster with a random name and state root (started)."""
+    def sandbox(self) -> StudentSandbox:
+        """A new sandbox: a uid of its own and a scratch directory."""
+        scratch = self.sandboxes / secrets.token_hex(12)
+        scratch.mkdir(mode=0o700)
+        return StudentSandbox.create(new_uid(), scratch)
+
+    def _state_root(self) -> tuple[str, Path]:
         state_root = self.states / secrets.token_hex(12)
         state_root.mkdir(mode=0o700)
-        cluster = EmbeddedCluster(f"g-{secrets.token_hex(8)}", state_root)
+        return f"g-{secrets.token_hex(8)}", state_root
+
+    def fresh_cluster(self) -> tuple[EmbeddedCluster, Target]:
+        """A new embedded cluster with a random name and state root (started)."""
+        name, state_root = self._state_root()
+        cluster = EmbeddedCluster(name, state_root)
         cluster.up()
         return cluster, Target(cluster=cluster.name, state_dir=str(state_root))
+
+    def sandboxed_cluster(self, sandbox: StudentSandbox
+                          ) -> tuple[EmbeddedCluster, Target, StudentSandbox]:
+        """A fresh cluster whose daemon runs in `sandbox` (started)."""
+        name, state_root = self._state_root()
+        sandbox = replace(sandbox, cluster=name, state_root=str(state_root))
+        cluster = start_fresh(sandbox)
+        return cluster, Target(cluster=name, state_dir=str(state_root)), sandbox
+
+    @staticmethod
+    def discard_sandbox(sandbox: StudentSandbox) -> None:
+        """End everything the sandbox's uid runs (its cluster too), then delete its files."""
+        end_processes(sandbox.uid)
+        for path in (sandbox.state_root, sandbox.scratch):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
 
     @staticmethod
     def discard_cluster(cluster: EmbeddedCluster) -> None:
@@ -50,7 +81,7 @@ class Workspace:
         shutil.rmtree(cluster.paths.root, ignore_errors=True)
 
     def cleanup(self) -> None:
-        for path in (self.courses, self.states):
+        for path in (self.courses, self.states, self.sandboxes):
             if path.exists():
                 os.chmod(path, 0o700)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -6,8 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from labs.checks.notebook import ShownReport
     from labs.cluster import ClusterRef
+    from labs.workspace.solutions import Solution
 
 
 def check(selector: str, cluster: ClusterRef | None = None) -> ShownReport:
@@ -18,11 +21,11 @@ def check(selector: str, cluster: ClusterRef | None = None) -> ShownReport:
     return run(selector, cluster)
 
 
-def connect() -> ClusterRef:
+def connect(selection: Mapping[str, str] | None = None) -> ClusterRef:
     """Start your cluster and point `!kubectl` in this notebook at it. See `labs.course`."""
     from labs.course import connect as run
 
-    return run()
+    return run(selection)
 
 
 def manifest(name: str) -> str:
@@ -44,3 +47,11 @@ def apply(manifest_yaml: str, namespace: str | None = None) -> None:
     from labs.course import apply as run
 
     run(manifest_yaml, namespace)
+
+
+def solution(exercise: str) -> Solution:
+    """The course's answer to one exercise, e.g. `labs.solution("day1.traffic.routes")`, when
+    your course allows it. See `labs.workspace.solutions`."""
+    from labs.workspace.solutions import solution as reveal
+
+    return reveal(exercise)

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from labs import proxy, traffic
 from labs.cluster import ClusterRef, current_cluster
+from labs.course import LabError
 from labs.embedded.mesh.state import SIDECAR_CONTAINER, pod_dir_name
 from labs.embedded.mesh.xds.ext_authz import BAD_CUSTOM_POLICY, POLICY_PREFIX
 from labs.embedded.mesh.xds.observability import TELEMETRY_LOG
@@ -48,8 +49,8 @@ TEXT_LINE = re.compile(r'^\[[^\]]*\] "(?P<method>\S+) (?P<path>\S+) \S+" (?P<cod
 WATCHED_STATS = (".rbac.", ".jwt_authn.", ".ext_authz.")
 
 
-class AuthzError(RuntimeError):
-    """The request could not be explained; the message says what to fix."""
+class AuthzError(LabError):
+    """The request could not be explained; the message says what is missing and what to do."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,16 @@ def explain(url: str, *, from_workload: str = "curl", namespace: str = "default"
     """Send one request from deploy/`from_workload` to `url` and say which policy allowed or
     denied it, from the destination sidecar's access log, stats and configuration. `token` is
     sent as `Authorization: Bearer <token>`."""
-    ref = cluster or current_cluster()
+    try:
+        return _explain(url, from_workload, namespace, method, headers, token,
+                        cluster or current_cluster())
+    except proxy.ProxyError as exc:  # e.g. a sidecar that is not ready yet
+        raise AuthzError(f"the destination's sidecar could not be asked: {exc}") from None
+
+
+def _explain(url: str, from_workload: str, namespace: str, method: str,
+             headers: Mapping[str, str] | None, token: str | None, ref: ClusterRef
+             ) -> Decision:
     dest_ns, pods = _destination_pods(ref, url, namespace)
     before = {pod["metadata"]["name"]: _watched(proxy.stats(pod["metadata"]["name"], dest_ns,
                                                             cluster=ref)) for pod in pods}
@@ -335,7 +345,8 @@ def _destination_pods(ref: ClusterRef, url: str, namespace: str) -> tuple[str, l
     name, svc_ns = parts[0], (parts[1] if len(parts) > 1 else namespace)
     got = ref.kubectl(f"--namespace={svc_ns}", "get", "service", name, "-o", "json")
     if got.returncode != 0:
-        raise AuthzError(f"no Service {name!r} in namespace {svc_ns}: {got.stderr.strip()}")
+        raise AuthzError(f"no Service {name!r} in namespace {svc_ns} to explain a request to: "
+                         f"run the cells that deploy it first ({got.stderr.strip()})")
     selector = json.loads(got.stdout).get("spec", {}).get("selector") or {}
     if not selector:
         raise AuthzError(f"Service {svc_ns}/{name} has no selector: no pod's proxy to ask")

@@ -1,4 +1,5 @@
-"""The `meshlab` command: start and stop embedded clusters, and open the course in JupyterLab."""
+"""The `meshlab` command: start and stop embedded clusters, open the course in JupyterLab (the
+learner's workspace, or the instructor sources), and the course commands around them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ from pathlib import Path
 
 from grader.command import GRADE_HELP, cmd_grade, configure_grade
 from labs.board.command import BOARD_HELP, cmd_board, configure_board
+from labs.catalog import CatalogError, load_catalog
 from labs.checks.command import CHECK_HELP, cmd_check, configure_check
 from labs.cluster import ClusterError, EmbeddedCluster
+from labs.workspace.catchup import CatchUpError
+from labs.workspace.command import (
+    PROGRESS_HELP,
+    RESET_HELP,
+    SOLVE_HELP,
+    cmd_progress,
+    cmd_reset,
+    cmd_solve,
+    configure_progress,
+    configure_reset,
+    configure_solve,
+)
 
 COURSE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,19 +73,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.running else 3
 
 
+def _learner_workspace(args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+    """Create or update the learner's workspace; the JupyterLab options that open it in
+    learner mode (instructor tools off, the course home first)."""
+    from labs.workspace.home import HOME_NOTEBOOK
+    from labs.workspace.jupyter import learner_config_dir
+    from labs.workspace.sync import WORKSPACE_ENV, Workspace, workspace_root
+
+    root = workspace_root(args.workspace)
+    for line in Workspace(root).sync(load_catalog()).messages():
+        print(line, flush=True)
+    config = learner_config_dir(root)
+    env[WORKSPACE_ENV] = str(root)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        [str(config), *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])])
+    return [f"--ServerApp.root_dir={root}", f"--LabApp.default_url=/lab/tree/{HOME_NOTEBOOK}"]
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     kubeconfig = cluster.up()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MESHLAB_CLUSTER": cluster.name,
            "MESHLAB_STATE_DIR": str(cluster.paths.root)}
-    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={COURSE_ROOT}",
+    where = ([f"--ServerApp.root_dir={COURSE_ROOT}"] if args.instructor
+             else _learner_workspace(args, env))
+    command = [sys.executable, "-m", "jupyterlab", *where,
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}"]
     if args.no_browser:
         command.append("--no-browser")
     if os.geteuid() == 0:  # containers and JupyterHub pods often run as root
         command.append("--allow-root")
-    print(f"cluster {cluster.name} is up (KUBECONFIG={kubeconfig}); starting JupyterLab",
-          flush=True)
+    mode = "instructor sources" if args.instructor else f"workspace {env['MESHLAB_WORKSPACE']}"
+    print(f"cluster {cluster.name} is up (KUBECONFIG={kubeconfig}); starting JupyterLab on the "
+          f"{mode}", flush=True)
     os.execve(sys.executable, command, env)
     return 0  # not reached: execve replaces this process
 
@@ -100,11 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(sub, "kubeconfig", cmd_kubeconfig, "print the path of a cluster's kubeconfig")
     status = add_command(sub, "status", cmd_status, "say whether a cluster runs, and where")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    lab = add_command(sub, "lab", cmd_lab, "start the cluster and open the course in JupyterLab")
+    lab = add_command(sub, "lab", cmd_lab, "start the cluster and open the course in JupyterLab: "
+                      "your workspace of student notebooks (created or updated first)")
     lab.add_argument("--no-browser", action="store_true",
                      help="do not open a browser (servers, containers, CI)")
     lab.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1")
+    lab.add_argument("--workspace", help="the learner workspace (default: $MESHLAB_WORKSPACE "
+                     "or ~/meshlab/course)")
+    lab.add_argument("--instructor", action="store_true", help="open the instructor sources "
+                     "(solutions, hidden tests, nbgrader's instructor tools) instead")
     configure_check(add_command(sub, "check", cmd_check, CHECK_HELP))
+    configure_progress(add_command(sub, "progress", cmd_progress, PROGRESS_HELP))
+    configure_solve(add_command(sub, "solve", cmd_solve, SOLVE_HELP))
+    configure_reset(add_command(sub, "reset", cmd_reset, RESET_HELP))
     configure_board(add_command(sub, "board", cmd_board, BOARD_HELP))
     configure_grade(add_command(sub, "grade", cmd_grade, GRADE_HELP, one_cluster=False))
     return parser
@@ -114,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ClusterError as exc:
+    except (ClusterError, CatalogError, CatchUpError) as exc:
         print(f"meshlab: {exc}", file=sys.stderr)
         return 1
 

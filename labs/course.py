@@ -5,11 +5,26 @@ nbgrader's autograde directory, a test's temporary copy)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from labs.cluster import ClusterRef, current_cluster, kubectl_binary
+from labs.cluster import ClusterError, ClusterRef, current_cluster, kubectl_binary, select
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
+
+
+class LabError(RuntimeError):
+    """A helper could not do what a notebook cell asked, and the message says what is missing
+    and what to do. A learner sees that message alone: a traceback through the helpers' code
+    tells them nothing they can act on."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ClusterUnavailable(LabError, ClusterError):
+    """The notebook's cluster could not be selected or started (still a ClusterError)."""
 
 
 def manifest(name: str) -> str:
@@ -21,15 +36,22 @@ def manifest(name: str) -> str:
     return str(path)
 
 
-def connect() -> ClusterRef:
+def connect(selection: Mapping[str, str] | None = None) -> ClusterRef:
     """Start the cluster this notebook uses (see `labs.cluster.current_cluster`) and set
     `KUBECONFIG` and `PATH` so that `!kubectl ...` in a cell talks to it with the pinned kubectl.
+    A non-empty `selection` (the notebook's papermill parameter, e.g.
+    {"MESHLAB_CLUSTER": "student-07"}) replaces the cluster variables first.
 
     With `MESHLAB_CONTEXT`, kubectl would still use the kubeconfig's current context, so a small
     kubeconfig naming that context is put first in `KUBECONFIG` (kubectl takes
     `current-context` from the first file that sets it) — the learner's own file is not edited.
     """
-    ref = current_cluster()
+    try:
+        if selection:
+            select(selection)
+        ref = current_cluster()
+    except ClusterError as exc:
+        raise ClusterUnavailable(str(exc)) from None
     kubeconfig = str(ref.kubeconfig)
     if ref.embedded is None:
         selector = Path.home() / ".meshlab" / "contexts" / f"{ref.context}.yaml"
@@ -44,8 +66,8 @@ def connect() -> ClusterRef:
     return ref
 
 
-class SetupError(RuntimeError):
-    """A prerequisite of a lab could not be put in place; the message is kubectl's."""
+class SetupError(LabError):
+    """A prerequisite of a lab could not be put in place; the message has kubectl's."""
 
 
 def deploy_bookinfo(namespace: str = "bookinfo", timeout: int = 240) -> None:
@@ -64,10 +86,13 @@ def deploy_bookinfo(namespace: str = "bookinfo", timeout: int = 240) -> None:
     for step, args in steps:
         result = ref.kubectl(*args, timeout=timeout + 30)
         if result.returncode != 0 and not (step == "create" and "AlreadyExists" in result.stderr):
-            raise SetupError(f"`kubectl {' '.join(args)}` failed: {result.stderr.strip()}")
+            raise SetupError(f"Bookinfo could not be put in place in namespace {namespace}: "
+                             f"`kubectl {' '.join(args)}` failed: {result.stderr.strip()}\n"
+                             f"`kubectl get pods -n {namespace}` and `kubectl get events -n "
+                             f"{namespace}` show what is wrong; run this cell again after a fix.")
 
 
-class KubectlRejected(RuntimeError):
+class KubectlRejected(LabError):
     """kubectl refused a manifest; shown in a notebook as kubectl's message, no traceback."""
 
     def _render_traceback_(self) -> list[str]:

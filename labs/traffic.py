@@ -8,6 +8,11 @@ status code, total time and curl's exit code; with `classify` it also prints its
 
     >>> from labs.traffic import probe, reviews_version
     >>> probe("http://productpage:9080/productpage", classify=reviews_version)
+
+Configuration reaches the proxies a moment after it is applied, so instead of sleeping, a
+notebook says what it expects to see and the probe repeats until it does (or gives up, saying so):
+
+    >>> probe(..., classify=reviews_version, until=lambda r: r.fraction("v1") == 1)
 """
 
 from __future__ import annotations
@@ -17,25 +22,31 @@ import math
 import re
 import secrets
 import shlex
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html import escape
 
 from labs.cluster import ClusterRef, current_cluster
+from labs.course import LabError
 
 SIDECAR_CONTAINER = "istio-proxy"
 UNCLASSIFIED = "unclassified"
 PERCENTILES = (50, 90, 99)
 _PODNAME = re.compile(r"reviews-(v\d+)-")
 _STAR_COLOR = re.compile(r"""color"?\s*[:=]\s*"(black|red)\"""")
+# How long `probe(until=...)` waits by default for the mesh to show what a notebook expects:
+# a change takes a second or two to reach every proxy; far longer means it was never applied.
+SETTLE_DEADLINE_S = 30.0
+SETTLE_INTERVAL_S = 1.0
 
 
-class ProbeError(RuntimeError):
-    """A probe could not run; the message says what to fix."""
+class ProbeError(LabError):
+    """A probe could not run; the message says what is missing and what to do."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ProbeResult:
     """Outcome of N requests: status codes (0 = no HTTP response), labels, latencies."""
 
@@ -46,6 +57,16 @@ class ProbeResult:
     labels: Counter[str]
     latencies_ms: tuple[float, ...]
     exit_codes: Counter[int] = field(default_factory=Counter)  # curl's, 0 = transfer ok
+    unsettled_after: float | None = None  # `until` still false after this many seconds
+
+    @property
+    def settled(self) -> bool:
+        """False when the probe's `until` did not hold by its deadline (this is the last try)."""
+        return self.unsettled_after is None
+
+    def _unsettled_note(self) -> str:
+        return (f"did not settle within {self.unsettled_after:g} s: has the change been "
+                "applied? (the last probe is shown)")
 
     @property
     def total(self) -> int:
@@ -82,8 +103,9 @@ class ProbeResult:
         return rows
 
     def __str__(self) -> str:
-        lines = [f"{self.total} requests to {self.url} from deploy/{self.workload} "
-                 f"(namespace {self.namespace})"]
+        lines = [] if self.settled else [self._unsettled_note()]
+        lines.append(f"{self.total} requests to {self.url} from deploy/{self.workload} "
+                     f"(namespace {self.namespace})")
         for title, items in self._rows():
             lines.append(f"{title:<14}{'count':>7}{'share':>9}")
             lines += [f"{key:<14}{n:>7}{n / self.total:>9.1%}" for key, n in items]
@@ -91,10 +113,14 @@ class ProbeResult:
         lines.append("latency ms    " + "  ".join(f"{k} {v:.1f}" for k, v in lat.items()))
         return "\n".join(lines)
 
+    __repr__ = __str__  # the plain-text view in a notebook or terminal
+
     def _repr_html_(self) -> str:
-        parts = [f"<p>{self.total} requests to <code>{escape(self.url)}</code> from "
-                 f"<code>deploy/{escape(self.workload)}</code> (namespace "
-                 f"{escape(self.namespace)})</p><table>"]
+        parts = [] if self.settled else [
+            f"<p style='color:#c62828'><b>{escape(self._unsettled_note())}</b></p>"]
+        parts.append(f"<p>{self.total} requests to <code>{escape(self.url)}</code> from "
+                     f"<code>deploy/{escape(self.workload)}</code> (namespace "
+                     f"{escape(self.namespace)})</p><table>")
         for title, items in self._rows():
             parts.append(f"<tr><th>{title}</th><th>count</th><th>share</th></tr>")
             parts += [f"<tr><td>{escape(key)}</td><td>{n}</td><td>{n / self.total:.1%}</td></tr>"
@@ -132,12 +158,19 @@ def _is_reviews_json(body: str) -> bool:
 def probe(url: str, *, from_workload: str = "curl", namespace: str = "default", n: int = 100,
           headers: Mapping[str, str] | None = None, method: str = "GET",
           classify: Callable[[str], str | None] | None = None,
-          cluster: ClusterRef | None = None, max_time: float = 30.0) -> ProbeResult:
+          cluster: ClusterRef | None = None, max_time: float = 30.0,
+          until: Callable[[ProbeResult], bool] | None = None, deadline: float | None = None,
+          interval: float = SETTLE_INTERVAL_S) -> ProbeResult:
     """Send `n` requests to `url` from a pod of Deployment `from_workload` and count them.
 
     `headers` are added to each request (e.g. {"end-user": "jason"}); `classify(body)` labels
     each answer (see `reviews_version`); `max_time` bounds each request in seconds. The
     cluster is `labs.cluster.current_cluster()` unless given.
+
+    With `until`, what the caller expects to see (`lambda r: r.fraction(403) == 1`), the probe
+    is repeated every `interval` seconds until it holds, because a change takes a moment to
+    reach the proxies; after `deadline` seconds (default `SETTLE_DEADLINE_S`) the last result
+    comes back with `settled` False, and shows that it did not settle.
     """
     if n < 1:
         raise ProbeError(f"n={n}: a probe sends at least one request; use e.g. n=100")
@@ -145,21 +178,47 @@ def probe(url: str, *, from_workload: str = "curl", namespace: str = "default", 
         raise ProbeError(f"method={method!r} is not an HTTP method; use e.g. 'GET' or 'POST'")
     ref = cluster or current_cluster()
     container = _app_container(ref, from_workload, namespace)
+
+    def once() -> ProbeResult:
+        return _send(ref, url, from_workload, namespace, container, n, method.upper(),
+                     dict(headers or {}), classify, max_time)
+
+    result = once()
+    if until is None:
+        return result
+    limit = SETTLE_DEADLINE_S if deadline is None else deadline
+    start = time.monotonic()
+    while not until(result):
+        if time.monotonic() - start + interval > limit:
+            return replace(result, unsettled_after=limit)
+        time.sleep(interval)
+        result = once()
+    return result
+
+
+def _send(ref: ClusterRef, url: str, workload: str, namespace: str, container: str, n: int,
+          method: str, headers: dict[str, str], classify: Callable[[str], str | None] | None,
+          max_time: float) -> ProbeResult:
+    """One round of `n` requests, in one `kubectl exec`."""
     mark = f"__probe_{secrets.token_hex(4)}__"
-    script = _script(url, n, method.upper(), dict(headers or {}), mark, classify is not None,
-                     max_time)
-    result = ref.kubectl(f"--namespace={namespace}", "exec", f"deploy/{from_workload}",
+    script = _script(url, n, method, headers, mark, classify is not None, max_time)
+    result = ref.kubectl(f"--namespace={namespace}", "exec", f"deploy/{workload}",
                          "-c", container, "--", "sh", "-c", script,
                          timeout=n * (max_time + 1) + 60)
     outcomes = _parse(result.stdout, mark)
+    if not outcomes and result.returncode != 0:
+        raise ProbeError(f"could not run curl in deploy/{workload} (namespace {namespace}): "
+                         f"{result.stderr.strip()}\nIs its pod running? `kubectl get pods -n "
+                         f"{namespace}` shows it; wait for it with `kubectl rollout status -n "
+                         f"{namespace} deploy/{workload}`.")
     if len(outcomes) != n:
-        raise ProbeError(f"the probe from deploy/{from_workload} in namespace {namespace} "
+        raise ProbeError(f"the probe from deploy/{workload} in namespace {namespace} "
                          f"finished {len(outcomes)} of {n} requests (kubectl exit "
                          f"{result.returncode}): {result.stderr.strip() or result.stdout[-500:]}")
     labels: Counter[str] = Counter()
     if classify is not None:
         labels.update(classify(body) or UNCLASSIFIED for *_, body in outcomes)
-    return ProbeResult(url, from_workload, namespace,
+    return ProbeResult(url, workload, namespace,
                        codes=Counter(code for code, *_ in outcomes), labels=labels,
                        latencies_ms=tuple(ms for _, ms, *_ in outcomes),
                        exit_codes=Counter(exit_code for _, _, exit_code, _ in outcomes))
@@ -169,11 +228,17 @@ def _app_container(ref: ClusterRef, workload: str, namespace: str) -> str:
     """The Deployment's first container that is not the sidecar (where curl lives)."""
     got = ref.kubectl(f"--namespace={namespace}", "get", "deployment", workload, "-o",
                       "jsonpath={.spec.template.spec.containers[*].name}")
+    if got.returncode != 0 and "NotFound" in got.stderr:
+        todo = ("run the cells that create it first (a curl client: `kubectl apply -n "
+                f"{namespace} -f labs/manifests/curl.yaml`), or pass from_workload= the name of "
+                "a Deployment that has curl")
+        if ref.kubectl("get", "namespace", namespace).returncode != 0:
+            raise ProbeError(f"there is no namespace {namespace} yet, so no deploy/{workload} "
+                             f"to send requests from: {todo}")
+        raise ProbeError(f"deploy/{workload} is not in namespace {namespace} yet: {todo}")
     if got.returncode != 0:
-        raise ProbeError(f"cannot probe from deploy/{workload} in namespace {namespace}: "
-                         f"{got.stderr.strip()}\nDeploy a client first, e.g. `kubectl apply "
-                         f"-n {namespace} -f labs/manifests/curl.yaml`, or pass "
-                         f"from_workload= the name of a Deployment that has curl.")
+        raise ProbeError(f"cannot read deploy/{workload} in namespace {namespace}: "
+                         f"{got.stderr.strip()}")
     names = [name for name in got.stdout.split() if name != SIDECAR_CONTAINER]
     if not names:
         raise ProbeError(f"deploy/{workload} in namespace {namespace} has no application "

@@ -1,8 +1,10 @@
-"""ipywidgets for the notebooks: the "Check my work" button."""
+"""ipywidgets for the notebooks: the "Check my work" button, and the course home's progress
+table with its Refresh button."""
 
 from __future__ import annotations
 
 import ipywidgets as widgets
+from IPython.display import HTML
 
 from labs.checks.notebook import check
 from labs.checks.registry import find
@@ -31,3 +33,36 @@ def check_button(selector: str, cluster: ClusterRef | None = None) -> widgets.VB
 
     button.on_click(run)
     return widgets.VBox([button, output])
+
+
+PROGRESS_LABEL = "Refresh"
+
+
+def progress_board(cluster: ClusterRef | None = None) -> widgets.VBox:
+    """The course home's progress table (checks passed and points per lab, solutions shown),
+    filled when the cell runs and again at each click on Refresh."""
+    from labs.catalog import load_catalog
+    from labs.cluster import current_cluster
+    from labs.workspace.progress import progress, render_html
+    from labs.workspace.sync import workspace_root
+
+    catalog = load_catalog()
+    button = widgets.Button(description=PROGRESS_LABEL, icon="refresh",
+                            layout=widgets.Layout(width="auto"))
+    table = widgets.Output()  # rendered by JupyterLab: the lab links open in a new tab
+
+    def refresh(_: widgets.Button | None = None) -> None:
+        button.disabled, button.description = True, "Checking…"
+        try:
+            rows = progress(catalog, cluster or current_cluster(), workspace_root())
+            table.outputs = ()
+            table.append_display_data(HTML(render_html(rows)))
+        except ClusterError as exc:
+            table.outputs = ()
+            table.append_stdout(f"cannot reach your cluster: {exc}\n")
+        finally:
+            button.disabled, button.description = False, PROGRESS_LABEL
+
+    button.on_click(refresh)
+    refresh()
+    return widgets.VBox([button, table])

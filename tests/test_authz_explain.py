@@ -100,5 +100,8 @@ def test_no_policy_and_bad_url(meshed: MeshNamespace) -> None:
     decision = explain(meshed, "/get")
     assert decision.allowed and decision.policy is None
     assert any("allowed by default" in r for r in decision.reasons)
-    with pytest.raises(authz.AuthzError, match="no Service 'nothere'"):
+    with pytest.raises(authz.AuthzError, match=r"no Service 'nothere' .*: run the cells that "
+                                               r"deploy it first") as missing:
         authz.explain("http://nothere:8000/", namespace=meshed.name, cluster=meshed.cluster)
+    # In a notebook: the message alone, no traceback through labs/.
+    assert missing.value._render_traceback_() == [f"AuthzError: {missing.value}"]

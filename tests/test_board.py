@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import poll
+from jupyterlab_browser import chromium_path
 
 from labs.board import Board, RosterError, Student, load_roster, plan, show
 from labs.board.plan import build_plan
@@ -396,18 +396,8 @@ class Cells(HTMLParser):
             self.status += data
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() == 0:
-        pytest.fail("chromium is not installed: `./run test` installs it (apt) when run as root")
-    pytest.skip("chromium is not installed and this user cannot install it: "
-                "sudo apt-get install chromium")
-
-
 def _browse(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [_chromium(), "--headless=new", "--disable-gpu", "--no-first-run",
+    command = [chromium_path(), "--headless=new", "--disable-gpu", "--no-first-run",
                f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args, url]
     if os.geteuid() == 0:
         command.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
@@ -422,7 +412,7 @@ def _board_json(url: str) -> dict:  # type: ignore[type-arg]
 def test_chromium_shows_each_student_s_progress(classroom: Path, tmp_path: Path) -> None:
     """Loaded in headless Chromium, does `meshlab board` show for each student the checks
     passed, the failing check ids with reasons, who is stuck, and an unreachable cluster?"""
-    _chromium()  # skip (or fail, as root) before starting anything
+    chromium_path()  # skip (or fail, as root) before starting anything
     board = subprocess.Popen(
         [sys.executable, "-m", "labs.cli", "board", "--roster", str(classroom), "--labs", LAB,
          "--port", "0", "--interval", "2"],

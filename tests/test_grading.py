@@ -1,8 +1,9 @@
 """Grading with the real nbgrader: a sample assignment in a temporary course directory,
-generated with `nbgrader generate_assignment`, twelve submissions (correct, partial, empty and
-one per tampering case) graded by `meshlab grade` in replay mode with --parallel 2 — each
-against a fresh embedded cluster — then scores read back from the gradebook, feedback HTML and
-the CSV export inspected."""
+generated with `nbgrader generate_assignment`, nineteen submissions (correct, partial, empty,
+one per tampering case and one per attack on the grader or other students) graded together by
+`meshlab grade` in replay mode with --parallel 2 — each kernel and cluster in a sandbox of its
+own, against a fresh embedded cluster — then scores read back from the gradebook, feedback HTML
+and the CSV export inspected."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ from labs.cluster import ClusterRef
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 sys.path.insert(0, str(FIXTURES))  # for `build` and `sample_checks`
 
-from build import ASSIGNMENT, SUBMISSIONS, cell, generate, grading_env, hand_in  # noqa: E402
 from sample_checks import SECRET_HINT, SECRET_REASON  # noqa: E402
+
+from build import ASSIGNMENT, SUBMISSIONS, cell, generate, grading_env, hand_in  # noqa: E402
 
 # What no student may see: hidden test source, a hidden check's reason and unshared hint.
 HIDDEN_TEXT = ("BEGIN HIDDEN TESTS", 'verify("sample.config', SECRET_HINT, SECRET_REASON)
@@ -67,7 +69,8 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
         [sys.executable, "-m", "labs.cli", "grade", ASSIGNMENT, "--parallel", "2",
          "--course-dir", str(course), "--export", str(grades_csv), "--feedback",
          "--timeout", "240"],
-        env=grading_env(source), capture_output=True, text=True, timeout=1200)
+        env={**grading_env(source), "INSTRUCTOR_TOKEN": "s3cret"}, capture_output=True,
+        text=True, timeout=1200)
     return Graded(source, course, grades_csv, run)
 
 
@@ -115,13 +118,17 @@ def test_every_submission_gets_exactly_the_points_it_earned(graded: Graded) -> N
 
 def test_progress_and_final_table(graded: Graded) -> None:
     """Does the run report progress on stderr and end with a table of scores?"""
-    total = len(SUBMISSIONS) + 1  # stops-cluster is graded twice
+    total = len(SUBMISSIONS) + 2  # stops-cluster and killer (it kills its own) graded twice
     assert f"[{total}/{total}]" in graded.run.stderr
     assert "(failures so far: 0)" in graded.run.stderr
-    lost = [line for line in graded.run.stderr.splitlines() if "its cluster stopped" in line]
-    assert len(lost) == 2 and all("stops-cluster:" in line for line in lost)
-    assert "grading it again, alone, at the end" in lost[0] and "grade stands" in lost[1]
-    rows = {line.split()[0]: line.split() for line in graded.run.stdout.splitlines()[2:]}
+    for student in ("stops-cluster", "killer"):
+        lost = [line for line in graded.run.stderr.splitlines()
+                if "its cluster stopped" in line and f"{student}:" in line]
+        assert len(lost) == 2
+        assert "grading it again, alone, at the end" in lost[0] and "grade stands" in lost[1]
+    lines = graded.run.stdout.splitlines()
+    assert lines[0] == "grading: sandboxed (bubblewrap, a uid of its own per student)"
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == set(SUBMISSIONS)
     assert rows["correct"][-1] == "3/3" and rows["partial"][-1] == "1/3"
 
@@ -146,6 +153,41 @@ def test_grades_are_exported_to_csv(graded: Graded) -> None:
     assert {s: float(rows[s]["score"]) for s in SUBMISSIONS} == {
         s: float(spec["expected"]) for s, spec in SUBMISSIONS.items()}
     assert {r["max_score"] for r in rows.values()} == {"3.0"}
+    assert {r["sandbox"] for r in rows.values()} == {
+        "sandboxed (bubblewrap, a uid of its own per student)"}
+
+
+def shown(graded: Graded, student: str, grade_id: str = "answer-namespace") -> str:
+    """What one of the student's cells printed while it was graded."""
+    notebook = nbformat.read(graded.course / "autograded" / student / ASSIGNMENT /
+                             "lab.ipynb", as_version=4)
+    return "".join(o.get("text", "") for o in cell(notebook, grade_id).outputs)
+
+
+def test_a_submission_can_write_nothing_but_its_own_scratch(graded: Graded) -> None:
+    """Did the submission that rewrites every *.db and appends to every file it reaches find
+    no gradebook (nor any file) it could change outside its own work directory and /tmp?
+    (That every score is intact is asserted above.)"""
+    assert shown(graded, "db-writer").splitlines() == ["rewritten []", "writable []"]
+
+
+def test_a_submission_cannot_see_other_students_or_the_grader(graded: Graded) -> None:
+    """Through /proc it finds no other cluster, it reads no kubeconfig, token or gradebook but
+    its own cluster's, and its environment holds none of the grader's variables; it sees its
+    own uid's processes only, is not root, and cannot signal the others."""
+    assert shown(graded, "credentials").splitlines() == ["clusters []", "read []", "env False off"]
+    assert shown(graded, "killer").splitlines() == ["uids True True", "kill 1: PermissionError"]
+
+
+def test_other_clusters_refuse_a_submission_without_their_credentials(graded: Graded) -> None:
+    """Did a DELETE sent to every loopback listener reach no API server that obeyed it?"""
+    assert "ports True deleted []" in shown(graded, "cross-cluster").splitlines()
+
+
+def test_a_memory_hog_gets_memory_errors(graded: Graded) -> None:
+    """Does a 20 GB allocation fail inside the kernel? (Its unbounded one then starves that
+    kernel alone: every other score is asserted above.)"""
+    assert "20 GB: MemoryError" in shown(graded, "memory-hog").splitlines()
 
 
 def test_flooding_output_is_capped(graded: Graded) -> None:

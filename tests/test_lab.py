@@ -1,4 +1,5 @@
-"""Does `meshlab lab --no-browser` bring up the cluster and a JupyterLab serving the course?"""
+"""Does `meshlab lab --no-browser` bring up the cluster and a JupyterLab serving the learner's
+workspace (instructor tools off), and `--instructor` one serving the sources?"""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from labs.cluster import EmbeddedCluster
 
 
@@ -23,33 +26,60 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _get_json(url: str) -> dict | None:
+def _get(url: str, token: str = "") -> tuple[int, dict | None]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
     except (urllib.error.URLError, OSError, ValueError):
-        return None
+        return 0, None
 
 
-def test_lab_starts_cluster_and_jupyterlab(tmp_path: Path) -> None:
-    """Is the named cluster running and JupyterLab answering on 127.0.0.1 once `lab` starts?"""
+def _token(runtime: Path) -> str:
+    """The server's token, from the file JupyterLab writes into its runtime directory."""
+    found = sorted(runtime.glob("jpserver-*.json"))
+    return str(json.loads(found[0].read_text())["token"]) if found else ""
+
+
+@pytest.mark.parametrize("mode", ["learner", "instructor"])
+def test_lab_starts_cluster_and_jupyterlab(tmp_path: Path, mode: str) -> None:
+    """Is the named cluster running and JupyterLab answering on 127.0.0.1 once `lab` starts,
+    serving the workspace without the formgrader (learner) or the sources with it?"""
     port = _free_port()
+    runtime, workspace = tmp_path / "jupyter-runtime", tmp_path / "workspace"
     env = {**os.environ, "MESHLAB_STATE_DIR": str(tmp_path), "JUPYTER_RUNTIME_DIR":
-           str(tmp_path / "jupyter-runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jconf")}
+           str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "jconf"),
+           "MESHLAB_WORKSPACE": str(workspace)}
     lab = subprocess.Popen(
         [sys.executable, "-m", "labs.cli", "lab", "--name", "lab", "--no-browser",
-         "--port", str(port)],
+         "--port", str(port), *(["--instructor"] if mode == "instructor" else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = EmbeddedCluster("lab", tmp_path)
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         info = None
         while time.monotonic() < deadline and info is None and lab.poll() is None:
-            info = _get_json(f"http://127.0.0.1:{port}/api")
+            info = _get(f"{base}/api")[1]
             time.sleep(0.3)
         assert info is not None, f"JupyterLab did not answer on port {port}"
         assert "version" in info
         assert cluster.status().running
+        token = _token(runtime)
+        status, listing = _get(f"{base}/api/contents/", token)
+        assert status == 200 and listing is not None
+        names = {item["name"] for item in listing["content"]}
+        formgrader = _get(f"{base}/formgrader", token)[0]
+        if mode == "learner":
+            assert {"course-home.ipynb", "day1", "day2"} <= names
+            assert "BEGIN SOLUTION" not in (workspace / "day1" / "02-traffic.ipynb").read_text()
+            assert formgrader == 404
+        else:
+            assert {"day1", "grader", "labs", "course.yaml"} <= names
+            assert not workspace.exists()
+            assert formgrader != 404
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(lab.pid, signal.SIGTERM)
@@ -61,3 +91,4 @@ def test_lab_starts_cluster_and_jupyterlab(tmp_path: Path) -> None:
         cluster.down()
     output = lab.stdout.read().decode(errors="replace") if lab.stdout else ""
     assert "cluster lab is up" in output
+    assert ("instructor sources" if mode == "instructor" else f"workspace {workspace}") in output

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 
 import pytest
 from conftest import poll
-from mesh_support import MeshNamespace, destination_rule, mesh_namespace_fixture, yaml_stream
+from mesh_support import (
+    MeshNamespace,
+    destination_rule,
+    mesh_namespace_fixture,
+    route,
+    virtual_service,
+    yaml_stream,
+)
 
 from labs import proxy
-from labs.cluster import ClusterRef
-from labs.traffic import ProbeError, probe, reviews_version
+from labs.cluster import ClusterError, ClusterRef
+from labs.course import ClusterUnavailable, connect
+from labs.traffic import ProbeError, ProbeResult, probe, reviews_version
 
 PLAIN_POD = """
 apiVersion: v1
@@ -81,12 +91,64 @@ def test_probe_reports_no_response_as_code_zero(mesh: MeshNamespace) -> None:
     assert all(code != 0 for code in result.exit_codes), result.exit_codes
 
 
+def test_probe_until_waits_for_the_mesh_to_show_what_is_expected(mesh: MeshNamespace) -> None:
+    """Right after a route is applied, does `until` probe until all answers come from v1 and
+    return that result — and when what is expected never comes, probe again and again until
+    the deadline, then return the last try, saying plainly that it did not settle?"""
+    url = "http://reviews:9080/reviews/0"
+    tries: list[ProbeResult] = []
+
+    def expecting(version: str) -> Callable[[ProbeResult], bool]:
+        def seen(result: ProbeResult) -> bool:
+            tries.append(result)
+            return result.fraction(version) == 1
+        return seen
+
+    try:
+        mesh.apply(yaml_stream(destination_rule("reviews", "v1", "v2"),
+                               virtual_service("reviews", route("reviews", "v1"))))
+        settled = probe(url, from_workload="productpage-v1", namespace=mesh.name, n=10,
+                        classify=reviews_version, until=expecting("v1"), interval=0.2,
+                        cluster=mesh.cluster)
+        assert settled.settled and settled.labels == {"v1": 10} and settled is tries[-1]
+        assert "did not settle" not in str(settled) + settled._repr_html_()
+
+        tries.clear()
+        start = time.monotonic()
+        never = probe(url, from_workload="productpage-v1", namespace=mesh.name, n=3,
+                      classify=reviews_version, until=expecting("v2"), deadline=2,
+                      interval=0.5, cluster=mesh.cluster)
+        assert time.monotonic() - start < 2 + 5  # the deadline, plus one last probe at most
+    finally:
+        mesh.reset_routing()
+    assert len(tries) >= 3 and never is not tries[-1] and never.labels == tries[-1].labels
+    assert not never.settled and never.labels == {"v1": 3}
+    assert str(never).startswith("did not settle within 2 s: has the change been applied?")
+    assert repr(never) == str(never) and "did not settle within 2 s" in never._repr_html_()
+
+
 def test_probe_explains_a_missing_workload(mesh: MeshNamespace) -> None:
-    with pytest.raises(ProbeError, match=r"(?s)deploy/nope .*labs/manifests/curl.yaml"):
+    """Is a client the notebook has not deployed yet named, with what to do — and shown in a
+    notebook as that message alone, not a traceback through labs/?"""
+    with pytest.raises(ProbeError, match=r"deploy/nope is not in namespace .* yet: run the "
+                                         r"cells that create it first.*labs/manifests/curl.yaml"
+                       ) as missing:
         probe("http://reviews:9080/", namespace=mesh.name, from_workload="nope", n=1,
               cluster=mesh.cluster)
+    assert missing.value._render_traceback_() == [f"ProbeError: {missing.value}"]
+    with pytest.raises(ProbeError, match="there is no namespace nowhere yet, so no deploy/curl"):
+        probe("http://reviews:9080/", namespace="nowhere", n=1, cluster=mesh.cluster)
     with pytest.raises(ProbeError, match="at least one request"):
         probe("http://reviews:9080/", namespace=mesh.name, n=0, cluster=mesh.cluster)
+
+
+def test_a_cluster_that_cannot_be_selected_is_one_message() -> None:
+    """Is `labs.connect`'s failure a ClusterError (for callers) that a notebook shows as its
+    message alone?"""
+    with pytest.raises(ClusterUnavailable, match="cannot select a cluster with BOGUS") as raised:
+        connect({"BOGUS": "x"})
+    assert isinstance(raised.value, ClusterError)
+    assert raised.value._render_traceback_() == [f"ClusterUnavailable: {raised.value}"]
 
 
 def test_reviews_version_reads_real_bodies(mesh: MeshNamespace) -> None:

@@ -1,16 +1,16 @@
-"""Lab day1.gateways runs top to bottom on a fresh embedded cluster — solutions, hidden tests
-(`grader.verify` checks the cluster in a fresh process) and "Check my work" — and what it shows
-the learner is what Istio shows: a refused connection before any Gateway, the Bookinfo page
-through the istio-ingressgateway's node port and through the Gateway API Gateway's own
-deployment, a 404 for a path no route matches, and the status conditions of a good and of a
-broken HTTPRoute."""
+"""Lab day1.gateways runs top to bottom alone on a fresh embedded cluster, as nbgrader replays
+it — catching up with `labs.deploy_bookinfo()`, then solutions, hidden tests (`grader.verify`
+checks the cluster in a fresh process) and "Check my work" — and what it shows the learner is
+what Istio shows: a refused connection before any Gateway, the Bookinfo page through the
+istio-ingressgateway's node port and through the Gateway API Gateway's own deployment, a 404 for
+a path no route matches, and the status conditions of a good and of a broken HTTPRoute."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from notebook_support import COURSE, outputs_text, run_notebook
+from notebook_support import course_notebooks, run_notebooks
 
 from labs.cluster import EmbeddedCluster
 
@@ -19,8 +19,9 @@ TITLE = "<title>Simple Bookstore App</title>"
 
 def test_gateways_lab_runs_alone_on_a_fresh_cluster(notebook_cluster: EmbeddedCluster,
                                                     tmp_path: Path) -> None:
-    notebook = run_notebook(COURSE / "day1" / "04-gateways.ipynb", tmp_path)
-    text = outputs_text(notebook)
+    run = run_notebooks(course_notebooks("day1/04-gateways.ipynb"), tmp_path)
+    assert not run.failed(), run.describe_failures()
+    text = run.text()
 
     url = re.search(r"GATEWAY_URL = 127\.0\.0\.1:(\d+)", text)
     api_url = re.search(r"GATEWAY_API_URL = 127\.0\.0\.1:(\d+)", text)

@@ -1,6 +1,7 @@
-"""Do the day-2 notebooks run top to bottom — solutions, hidden tests (`grader.verify`, which
-checks the cluster in a fresh process) and "Check my work" — each alone on a fresh embedded
-cluster, as nbgrader replays them; and does every gradable step have a hidden test that names a
+"""Do the day-2 notebooks run top to bottom with nbval — solutions, hidden tests
+(`grader.verify`, which checks the cluster in a fresh process) and "Check my work" — in course
+order on a fresh embedded cluster (the first catches up alone, as nbgrader replays it; the second
+works in a namespace of its own); and does every gradable step have a hidden test that names a
 real check?"""
 
 from __future__ import annotations
@@ -9,19 +10,24 @@ import re
 from pathlib import Path
 
 import nbformat
-from notebook_support import COURSE, outputs_text, run_notebook
+from notebook_support import COURSE, course_notebooks, run_notebooks
 
 import grader.hidden  # noqa: F401  (registers the hidden checks, as the verifier does)
 from labs.checks import find
 from labs.cluster import EmbeddedCluster
 
 DAY2 = COURSE / "day2"
+AUTHZ, JWT = "day2/01-authorization.ipynb", "day2/02-jwt.ipynb"
 VERIFY = re.compile(r'verify\("(?P<selector>[\w.-]+)"\)')
 
 
-def test_authorization_runs_alone_on_a_fresh_cluster(notebook_cluster: EmbeddedCluster,
-                                                     tmp_path: Path) -> None:
-    text = outputs_text(run_notebook(DAY2 / "01-authorization.ipynb", tmp_path))
+def test_day2_runs_in_course_order_on_a_fresh_cluster(notebook_cluster: EmbeddedCluster,
+                                                      tmp_path: Path) -> None:
+    run = run_notebooks(course_notebooks(AUTHZ, JWT), tmp_path)
+    assert not run.failed(), run.describe_failures()
+    assert "did not settle" not in run.text(), "a probe's until= never held with the solutions"
+
+    text = run.text(AUTHZ)
     assert "RBAC: access denied" in text
     assert "DENIED: no ALLOW policy matched" in text
     assert "Error fetching product details" in text  # productpage allowed, details not yet
@@ -29,10 +35,7 @@ def test_authorization_runs_alone_on_a_fresh_cluster(notebook_cluster: EmbeddedC
     assert "productpage-v1   bookinfo-productpage" in text
     assert "DENIED by AuthorizationPolicy bookinfo/deny-api (DENY), rule 0" in text
 
-
-def test_jwt_runs_alone_on_a_fresh_cluster(notebook_cluster: EmbeddedCluster,
-                                           tmp_path: Path) -> None:
-    text = outputs_text(run_notebook(DAY2 / "02-jwt.ipynb", tmp_path))
+    text = run.text(JWT)
     statuses = re.findall(r"^(no token|invalid token|token signed by someone else|valid token"
                           r"(?:, no groups|, groups group1, group2)?) +(\d{3})$", text, re.M)
     assert statuses == [("no token", "200"),  # before any policy

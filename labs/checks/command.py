@@ -21,11 +21,20 @@ from labs.cluster import ClusterError, ClusterRef, current_cluster
 SELECTION_VARIABLES = ("MESHLAB_CONTEXT", "MESHLAB_CLUSTER", "MESHLAB_STATE_DIR")
 
 
+def add_context_option(parser: argparse.ArgumentParser) -> None:
+    """`--context`, the kube-context alternative to the shared `--name`."""
+    parser.add_argument("--context", help="use the cluster of this kube context (in "
+                        "$KUBECONFIG), as MESHLAB_CONTEXT does; instead of --name")
+
+
 @contextmanager
-def _selection(args: argparse.Namespace) -> Iterator[None]:
+def selected(args: argparse.Namespace) -> Iterator[None]:
     """The options as the environment `current_cluster` reads (one rule for every reader),
     restored afterwards: `--context` is MESHLAB_CONTEXT; `--name`/`--state-dir` pick an
     embedded cluster even when MESHLAB_CONTEXT is set."""
+    if args.context and args.name:
+        raise ClusterError("use --name (an embedded cluster) or --context (a kube context), "
+                           "not both")
     saved = {key: os.environ.get(key) for key in SELECTION_VARIABLES}
     try:
         if args.context:
@@ -45,8 +54,9 @@ def _selection(args: argparse.Namespace) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _target(args: argparse.Namespace) -> ClusterRef:
-    with _selection(args):
+def target(args: argparse.Namespace) -> ClusterRef:
+    """The cluster the options select, which must be running."""
+    with selected(args):
         ref = current_cluster(start=False)
     if ref.embedded is not None and not ref.embedded.status().running:
         raise ClusterError(f"cluster {ref.embedded.name} is not running: start it with "
@@ -55,16 +65,12 @@ def _target(args: argparse.Namespace) -> ClusterRef:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if args.context and args.name:
-        print("meshlab check: use --name (an embedded cluster) or --context (a kube context), "
-              "not both", file=sys.stderr)
-        return 2
     try:
         checks = find(args.lab_id)
     except UnknownCheck as exc:
         print(f"meshlab check: {exc}", file=sys.stderr)
         return 2
-    context = CheckContext(_target(args))
+    context = CheckContext(target(args))
     lines = TextLines()
 
     def show(result: Result) -> None:
@@ -83,8 +89,7 @@ def configure_check(parser: argparse.ArgumentParser) -> None:
     """The options `meshlab check` adds to the shared --name/--state-dir."""
     parser.add_argument("lab_id", metavar="LAB_ID",
                         help="a lab such as day1.mtls (or one check id, or a prefix: day1)")
-    parser.add_argument("--context", help="check the cluster of this kube context (in "
-                        "$KUBECONFIG), as MESHLAB_CONTEXT does; instead of --name")
+    add_context_option(parser)
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
                         help="text (each check as it completes) or JSON (at the end)")
 

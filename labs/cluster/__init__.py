@@ -14,10 +14,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from labs.cluster.embedded import ClusterError, EmbeddedCluster
+
+# Every variable that selects a cluster, in the order `current_cluster` reads them.
+CLUSTER_VARIABLES = ("MESHLAB_CONTEXT", "KUBECONFIG", "MESHLAB_CLUSTER", "MESHLAB_STATE_DIR")
 
 
 def kubectl_binary() -> str:
@@ -68,4 +72,18 @@ def current_cluster(start: bool = True) -> ClusterRef:
     return ClusterRef(cluster.kubeconfig, cluster.name, cluster)
 
 
-__all__ = ["ClusterError", "ClusterRef", "EmbeddedCluster", "current_cluster", "kubectl_binary"]
+def select(selection: Mapping[str, str]) -> None:
+    """Make `selection` (e.g. {"MESHLAB_CLUSTER": "student-07"}) the cluster of this process
+    and of what it starts: every cluster variable not in it is cleared, so nothing inherited
+    mixes in. A key that is not a cluster variable is refused, naming the ones there are."""
+    unknown = sorted(set(selection) - set(CLUSTER_VARIABLES))
+    if unknown:
+        raise ClusterError(f"cannot select a cluster with {', '.join(unknown)}: the variables "
+                           f"that select one are {', '.join(CLUSTER_VARIABLES)}")
+    for name in CLUSTER_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update({name: str(value) for name, value in selection.items()})
+
+
+__all__ = ["CLUSTER_VARIABLES", "ClusterError", "ClusterRef", "EmbeddedCluster",
+           "current_cluster", "kubectl_binary", "select"]

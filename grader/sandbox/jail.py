@@ -1,0 +1,145 @@
+"""The command line that runs a program as a student's own unprivileged uid, in a mount
+namespace holding only what it needs, with resource limits — built from Debian's tools:
+`prlimit` and `unshare`, `setpriv` (util-linux) and `bwrap` (bubblewrap).
+
+    prlimit --as=… --cpu=… --nproc=… --fsize=… --core=0 --
+      unshare --mount --propagation private --
+        sh -c 'mount -t proc -o hidepid=invisible proc /proc && exec "$@"' meshlab-sandbox
+          bwrap --die-with-parent --new-session --unshare-ipc --unshare-uts … mounts …
+                --cap-add CAP_SETUID --cap-add CAP_SETGID --
+            setpriv --reuid=UID --regid=UID --clear-groups --inh-caps=-all --no-new-privs --
+              PROGRAM
+
+Why each step: bwrap runs as root so it can bind what root can read (the Python under /root,
+say), then `setpriv` makes the program a real, unprivileged uid outside any user namespace —
+root-owned 0600 files stay unreadable even where mounted, and RLIMIT_NPROC counts that uid
+alone. The procfs with `hidepid=invisible` (in a mount namespace of its own, so the host's
+/proc is untouched) shows that uid its own processes only; signals to others fail on uid.
+The network namespace is shared: the cluster API and the kernel's ZMQ ports are on loopback.
+`--new-session` also gives the sandbox its own scheduler autogroup, so a fork bomb competes
+with other students as one group, not as hundreds of tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.course import REPO_ROOT
+
+HIDE_PROCESSES = 'mount -t proc -o hidepid=invisible proc /proc && exec "$@"'
+TOOLS = ("prlimit", "unshare", "setpriv", "bwrap")
+# Top-level system directories bound read-only (or recreated as the symlinks they are).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Made by bwrap itself (the jail's own root, and its memory-backed scratch directories).
+TMPFS_ROOTS = (Path("/"), Path("/tmp"), Path("/dev"), Path("/dev/shm"))
+# Course code a kernel or a daemon imports or reads (never the course dir, day1/, day2/,
+# grader/hidden or the tests): the `labs` package, the hidden test cells' import, the pins.
+COURSE_CODE = ("labs", "grader/__init__.py", "grader/verify.py",
+               "cluster-setup/versions.env", "course.yaml")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-process limits (setrlimit), except `processes`, which counts the uid's tasks."""
+
+    memory_bytes: int = 4 << 30  # address space; a 20 GB allocation fails with MemoryError
+    cpu_seconds: int = 900
+    processes: int = 512  # threads included: a cluster with sidecars needs a few hundred
+    file_bytes: int = 1 << 30
+    tmp_bytes: int = 256 << 20  # /tmp and /dev/shm are memory: sized, unlike the disk
+
+    def prlimit(self) -> list[str]:
+        return ["prlimit", f"--as={self.memory_bytes}", f"--cpu={self.cpu_seconds}",
+                f"--nproc={self.processes}", f"--fsize={self.file_bytes}", "--core=0", "--"]
+
+
+@dataclass(frozen=True)
+class Bind:
+    """`source` seen at `dest` inside the jail, read-only unless `writable`."""
+
+    source: str
+    dest: str
+    writable: bool = False
+
+    @classmethod
+    def same(cls, path: str | Path, writable: bool = False) -> Bind:
+        return cls(str(path), str(path), writable)
+
+
+@dataclass(frozen=True)
+class Jail:
+    uid: int
+    binds: tuple[Bind, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def command(self, argv: list[str], cwd: str | Path) -> list[str]:
+        """The full command line running `argv` in this jail, in `cwd` (a bound path)."""
+        binds = sorted((*_runtime_binds(), *self.binds), key=lambda b: b.dest.count("/"))
+        mounts = [*_system_mounts(), *(_bind(b) for b in binds)]
+        dirs = _parents([Path(b.dest) for b in binds])
+        return [*self.limits.prlimit(), "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", HIDE_PROCESSES, "meshlab-sandbox",
+                "bwrap", "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--ro-bind", "/proc", "/proc", "--dev", "/dev",
+                "--size", str(self.limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+                "--size", str(self.limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm",
+                *[arg for d in dirs for arg in ("--perms", "0755", "--dir", d)],
+                *[arg for m in mounts for arg in m],
+                "--chdir", str(cwd), "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                "--", "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
+                "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--", *argv]
+
+
+def _bind(bind: Bind) -> list[str]:
+    return ["--bind" if bind.writable else "--ro-bind", bind.source, bind.dest]
+
+
+def _system_mounts() -> Iterable[list[str]]:
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            yield ["--symlink", str(path.readlink()), name]
+        elif path.is_dir():
+            yield ["--ro-bind", name, name]
+
+
+def _runtime_binds() -> list[Bind]:
+    """This Python (base install and venv) and the course code, read-only."""
+    prefixes = {Path(sys.base_prefix).resolve(), Path(sys.prefix)}
+    outside = [p for p in prefixes if not any(p.is_relative_to(d) for d in SYSTEM_DIRS)]
+    code = [REPO_ROOT / item for item in COURSE_CODE if (REPO_ROOT / item).exists()]
+    return [Bind.same(p) for p in sorted({*outside, *code})]
+
+
+def _parents(dests: list[Path]) -> list[str]:
+    """Directories to create (0755) above the mount points — bwrap would make them 0700 —
+    except those inside a system directory or another mount."""
+    inside = [Path(d) for d in SYSTEM_DIRS] + dests
+    needed = {parent for dest in dests for parent in dest.parents
+              if parent not in TMPFS_ROOTS and not any(parent.is_relative_to(d) for d in inside)}
+    return [str(p) for p in sorted(needed, key=lambda p: len(p.parts))]
+
+
+def problem() -> str | None:
+    """Why no jail can be made here (None when one can): not root, a tool missing, or the
+    kernel refusing a namespace — found by running `true` in a jail."""
+    if os.geteuid() != 0:
+        return "grading in a sandbox needs root (each student gets a uid of its own)"
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return (f"{', '.join(missing)} not found (Debian: apt-get install bubblewrap "
+                f"util-linux)")
+    try:
+        done = subprocess.run(Jail(uid=65534).command(["true"], "/"), capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"a test sandbox did not run: {exc}"
+    if done.returncode != 0:
+        return f"a test sandbox failed: {done.stderr.strip().splitlines()[-1:]}"
+    return None

@@ -1,0 +1,112 @@
+"""One student's sandbox for one grading run: its uid, its scratch directory, and what its
+kernel and (in replay mode) its cluster's daemon may see. Saved as JSON for the nbgrader
+process (named by $MESHLAB_SANDBOX), which starts the kernel through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from grader.sandbox.accounts import hand_over
+from grader.sandbox.jail import Bind, Jail, Limits
+from grader.targets import Target
+from labs.cluster import kubectl_binary
+from labs.embedded.paths import ClusterPaths
+
+SANDBOX_ENV = "MESHLAB_SANDBOX"
+# What a kernel needs of a live embedded cluster it does not own: endpoint, CA, credentials.
+CLUSTER_FILES = ("endpoint", "ca_cert", "kubeconfig")
+
+
+@dataclass(frozen=True)
+class StudentSandbox:
+    uid: int
+    scratch: str  # root's (0700): the kernel's work/ (the uid's), logs, connection file
+    cluster: str | None = None  # replay: the cluster the grader runs for this student …
+    state_root: str | None = None  # … and its state root (the uid's)
+    kernel_files: tuple[tuple[str, str], ...] = ()  # live: (copy, where the kernel sees it)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def work(self) -> Path:
+        """The kernel's working directory and HOME, bound where the notebook is."""
+        return Path(self.scratch) / "work"
+
+    @property
+    def connection_file(self) -> Path:
+        return Path(self.scratch) / "kernel.json"
+
+    @property
+    def daemon_log(self) -> Path:
+        return Path(self.scratch) / "daemon.log"
+
+    @property
+    def verifier_kubeconfig(self) -> Path:
+        """Credentials for the grader's own checks, copied before any student code ran."""
+        return Path(self.scratch) / "verifier.kubeconfig"
+
+    @classmethod
+    def create(cls, uid: int, scratch: Path, limits: Limits | None = None) -> StudentSandbox:
+        (scratch / "work").mkdir(mode=0o700, parents=True)
+        hand_over(scratch / "work", uid)
+        return cls(uid, str(scratch), limits=limits or Limits())
+
+    def kernel_jail(self, workdir: Path) -> Jail:
+        """Reads the course code and its own cluster's files, writes its work dir only."""
+        binds = [Bind(str(self.work), str(workdir), writable=True),
+                 Bind.same(self.connection_file),
+                 *[Bind(copy, where) for copy, where in self.kernel_files]]
+        if self.state_root:
+            binds.append(Bind.same(self.state_root))
+        return Jail(self.uid, tuple(binds), self.limits)
+
+    def daemon_jail(self) -> Jail:
+        """The replay cluster's daemon (and the pods and `kubectl exec` commands it runs)."""
+        assert self.state_root
+        return Jail(self.uid, (Bind.same(self.state_root, writable=True),), self.limits)
+
+    def with_live_cluster(self, target: Target) -> tuple[StudentSandbox, Target]:
+        """Copies of the one cluster's credentials for the kernel (a roster's kubeconfig may
+        hold every student's contexts: only this context is copied)."""
+        creds = Path(self.scratch) / "credentials"
+        creds.mkdir(mode=0o700)
+        files: list[tuple[str, str]] = []
+        if target.context:
+            kubeconfig = target.kubeconfig or str(Path("~/.kube/config").expanduser())
+            view = subprocess.run(
+                [kubectl_binary(), f"--kubeconfig={kubeconfig}", "config", "view", "--minify",
+                 "--flatten", f"--context={target.context}"],
+                capture_output=True, text=True, timeout=60, check=True)
+            (creds / "kubeconfig").write_text(view.stdout)
+            files.append((str(creds / "kubeconfig"), kubeconfig))
+            target = replace(target, kubeconfig=kubeconfig)
+        else:
+            paths = ClusterPaths.of(target.cluster, target.state_dir)
+            for name in CLUSTER_FILES:
+                original = getattr(paths, name)
+                if original.exists():
+                    shutil.copyfile(original, creds / original.name)
+                    files.append((str(creds / original.name), str(original)))
+        hand_over(creds, self.uid)
+        return replace(self, kernel_files=tuple(files)), target
+
+    def save(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudentSandbox:
+        data = json.loads(Path(path).read_text())
+        return cls(**{**data, "kernel_files": tuple(tuple(f) for f in data["kernel_files"]),
+                      "limits": Limits(**data["limits"])})
+
+
+def with_port(kubeconfig: str, port: int) -> str:
+    """`kubeconfig` (one embedded cluster's) pointing at `port` on loopback."""
+    return re.sub(r"https://127\.0\.0\.1:\d+", f"https://127.0.0.1:{port}", kubeconfig)

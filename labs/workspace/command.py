@@ -1,0 +1,75 @@
+"""`meshlab progress`, `meshlab solve` and `meshlab reset`: the learner's course from a
+terminal (registered in labs/cli.py through its `add_command`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from labs.catalog import load_catalog
+from labs.checks.command import add_context_option, selected, target
+from labs.cluster import CLUSTER_VARIABLES
+from labs.workspace.catchup import reset, solve
+from labs.workspace.progress import progress, render_text
+from labs.workspace.sync import workspace_root
+
+PROGRESS_HELP = "your progress per lab: checks passed, points, solutions shown"
+SOLVE_HELP = ("catch up: run a lab's instructor notebook (papermill) against your cluster, so it "
+              "is where that lab leaves it")
+RESET_HELP = "start a lab over: delete what it created (every lab's, without LAB)"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_context_option(parser)
+    parser.add_argument("--workspace", help="the learner workspace (default: "
+                        "$MESHLAB_WORKSPACE or ~/meshlab/course)")
+
+
+def configure_progress(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+
+def configure_solve(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("lab", metavar="LAB", help="the lab to catch up on, e.g. day1.traffic")
+    parser.add_argument("--through", metavar="LAB",
+                        help="also every lab after LAB up to this one, in course order")
+
+
+def configure_reset(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("lab", metavar="LAB", nargs="?",
+                        help="the lab to start over, e.g. day1.traffic (default: every lab)")
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    rows = progress(load_catalog(), target(args), workspace_root(args.workspace))
+    if args.output == "json":
+        print(json.dumps({"labs": [row.as_dict() for row in rows]}, indent=1))
+    else:
+        print(render_text(rows))
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    labs = catalog.through(args.lab, args.through)
+    with selected(args):
+        target(args)  # fails early, with `meshlab up` in the message, if it is not running
+        selection = {k: os.environ[k] for k in CLUSTER_VARIABLES if k in os.environ}
+    output_dir = workspace_root(args.workspace) / "solved"
+    print(f"solving {', '.join(lab.id for lab in labs)} on your cluster; executed notebooks "
+          f"go to {output_dir}", flush=True)
+    for path in solve(labs, catalog.source, selection, output_dir):
+        print(f"done: {path}")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    labs = [catalog.lab(args.lab)] if args.lab else catalog.labs
+    reset(labs, target(args))
+    print(f"reset {', '.join(lab.id for lab in labs)}: run the lab again from its first cell")
+    return 0
