@@ -139,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--no-browser", action="store_true",
                      help="do not open a browser (servers, containers, CI)")
     lab.add_argument("--port", type=int, default=8888, help="JupyterLab port on 127.0.0.1")
-    lab.add_argument("--workspace", help="the learner workspace (default: $MESHLAB_WORKSPACE "
-                     "or ~/meshlab/course)")
-    lab.add_argument("--instructor", action="store_true", help="open the instructor sources "
-                     "(solutions, hidden tests, nbgrader's instructor tools) instead")
+    where = lab.add_mutually_exclusive_group()
+    where.add_argument("--workspace", help="the learner workspace (default: "
+                       "$MESHLAB_WORKSPACE or ~/meshlab/course)")
+    where.add_argument("--instructor", action="store_true", help="open the instructor sources "
+                       "(solutions, hidden tests, nbgrader's instructor tools) instead")
     configure_check(add_command(sub, "check", cmd_check, CHECK_HELP))
     configure_progress(add_command(sub, "progress", cmd_progress, PROGRESS_HELP))
     configure_solve(add_command(sub, "solve", cmd_solve, SOLVE_HELP))

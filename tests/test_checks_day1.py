@@ -98,7 +98,9 @@ def test_cli_prints_each_check_and_exits_1_on_failure(labs_namespaces: ClusterRe
         "istio-injection=enabled\n    namespace bookinfo does not exist\n    hint: kubectl "
         "create namespace bookinfo; kubectl label namespace bookinfo istio-injection=enabled\n"
         "- the six Bookinfo Deployments run in bookinfo and are available\n")
-    assert result.stdout.endswith("\nStatus check results are × (0/4 points)\n")
+    assert result.stdout.endswith("\nStatus check results are × (0/4 points)\n"
+                                  "not done yet: 4 checks to go (each × says what is missing, "
+                                  "its hint what to do)\n")
 
 
 def test_cli_unknown_lab_exits_2_listing_the_labs(labs_namespaces: ClusterRef) -> None:

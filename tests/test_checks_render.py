@@ -100,7 +100,8 @@ def test_text_reads_like_linkerd_check() -> None:
             "    not Ready: web-2\n    hint: kubectl -n demo rollout restart deployment\n") in text
     assert "‼ the mesh is a supported version\n    Istio 1.29" in text
     assert "- plaintext is refused\n    skipped: demo.mtls.policy failed\n" in text
-    assert text.endswith("\nStatus check results are × (2/11 points)\n")
+    assert text.endswith("\nStatus check results are × (2/11 points)\nnot done yet: 7 checks to "
+                         "go (each × says what is missing, its hint what to do)\n")
 
 
 def test_html_escapes_and_links() -> None:

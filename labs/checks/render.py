@@ -33,6 +33,15 @@ def _summary_mark(report: Report) -> str:
     return MARKS[Status.PASS] if report.ok else MARKS[Status.FAIL]
 
 
+def _to_go(report: Report) -> str:
+    """For a learner, a failure mostly means "not done yet": how many checks remain (failed,
+    or skipped after a failed one). Nothing when none failed."""
+    counts = report.counts()
+    left = counts[Status.FAIL] + counts[Status.SKIP]
+    return (f"not done yet: {left} check{'s' if left != 1 else ''} to go (each × says what "
+            "is missing, its hint what to do)") if counts[Status.FAIL] else ""
+
+
 # --- text ----------------------------------------------------------------------------------------
 
 class TextLines:
@@ -61,7 +70,8 @@ class TextLines:
     @staticmethod
     def summary(report: Report) -> list[str]:
         return ["", f"Status check results are {_summary_mark(report)} "
-                f"({report.earned:g}/{report.possible:g} points)"]
+                f"({report.earned:g}/{report.possible:g} points)",
+                *filter(None, [_to_go(report)])]
 
 
 def render_text(report: Report) -> str:
@@ -108,11 +118,13 @@ def render_html(report: Report) -> str:
     """A self-contained block (inline styles only) for a notebook output cell."""
     mark = _summary_mark(report)
     colour = COLOURS[Status.PASS] if report.ok else COLOURS[Status.FAIL]
+    to_go = _to_go(report)
     return (f'<div class="meshlab-check" data-selector="{escape(report.selector)}">\n'
             '<table style="border-collapse:collapse">\n' + "\n".join(_html_rows(report)) +
             "\n</table>\n"
             f'<p style="color:{colour};font-weight:bold">Status check results are {mark} '
-            f"({report.earned:g}/{report.possible:g} points)</p>\n</div>\n")
+            f"({report.earned:g}/{report.possible:g} points)</p>\n"
+            + (f"<p>{escape(to_go)}</p>\n" if to_go else "") + "</div>\n")
 
 
 # --- JSON ----------------------------------------------------------------------------------------
