@@ -66,7 +66,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         roster = {s: Target(cluster=s, state_dir=args.state_dir) for s in students}
     if args.mode == "live" and (unknown := [s for s in students if s not in roster]):
         return _usage(f"the roster has no cluster for: {', '.join(unknown)}")
-    sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel)
+    sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel, args.mode)
     if sandboxed is None:
         return 2
     plan = Plan(args.assignment, course, students, args.mode, args.parallel, roster,
@@ -75,25 +75,26 @@ def cmd_grade(args: argparse.Namespace) -> int:
         graded = grade(plan)
     except GradebookError as exc:
         return _usage(str(exc))
-    print(f"grading: {mode_line(sandboxed)}")
+    print(f"grading: {mode_line(sandboxed, args.mode)}")
     print(table(course, args.assignment, graded))
     ok = all(g.ok for g in graded)
     if args.export:
         csv_file = Path(args.export).resolve()
         ok &= _follow_up(course, "export", f"--to={csv_file}")
         if csv_file.exists():
-            mark_mode(csv_file, args.assignment, students, mode_line(sandboxed))
+            mark_mode(csv_file, args.assignment, students, mode_line(sandboxed, args.mode))
     if args.feedback:
         ok &= _follow_up(course, "generate_feedback", args.assignment, "--force")
     return 0 if ok else 1
 
 
-def _sandbox_ready(parallel: int) -> bool | None:
-    """True when sandboxes can be made; else say so, and None (refuse) when grading in
-    parallel (one student's code could then change another's grade while it runs)."""
-    from grader.sandbox.jail import problem
+def _sandbox_ready(parallel: int, mode: str) -> bool | None:
+    """True when sandboxes (in replay mode: with a network namespace each) can be made; else
+    say so, and None (refuse) when grading in parallel (one student's code could then change
+    another's grade while it runs)."""
+    from grader.sandbox import jail, netns
 
-    why = problem()
+    why = jail.problem() or (netns.problem() if mode == "replay" else None)
     if why is None:
         return True
     print(f"meshlab grade: NO SANDBOX: {why}; student code would run as this user and could "

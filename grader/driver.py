@@ -66,7 +66,8 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
     """Autograde one student into a private course copy, against its cluster; merge."""
     private = workspace.private_course()
     private_copy(plan.course, private, plan.assignment, student)
-    sandbox: StudentSandbox | None = workspace.sandbox() if plan.sandboxed else None
+    sandbox: StudentSandbox | None = (workspace.sandbox(own_network=plan.mode == "replay")
+                                      if plan.sandboxed else None)
     cluster = None
     lost = False
     try:
@@ -88,7 +89,7 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
             env[SANDBOX_ENV] = str(private / "sandbox.json")
         run = nbgrader("autograde", plan.assignment, f"--student={student}", "--force",
                        course=private, log=private / "autograde.log", env=env,
-                       timeout=plan.student_timeout)
+                       timeout=plan.student_timeout, netns=sandbox.netns if sandbox else None)
         if cluster is not None:
             lost = cluster_pid(cluster) != pid
     except ClusterError as exc:
@@ -157,10 +158,13 @@ def grade(plan: Plan, log: Callable[[str], None] = lambda line: print(line, file
     return [results[s] for s in plan.students]
 
 
-def mode_line(sandboxed: bool) -> str:
+def mode_line(sandboxed: bool, mode: str) -> str:
     """How the submissions ran: first line of the table, and the CSV's `sandbox` column."""
-    return ("sandboxed (bubblewrap, a uid of its own per student)" if sandboxed
-            else "NOT sandboxed (student code ran as the grader's user)")
+    if not sandboxed:
+        return "NOT sandboxed (student code ran as the grader's user)"
+    if mode == "replay":
+        return "sandboxed (bubblewrap, a uid and a network namespace of its own per student)"
+    return "sandboxed (bubblewrap, a uid of its own per student; the host's network)"
 
 
 def table(course: Path, assignment: str, graded: list[Graded]) -> str:

@@ -1,8 +1,9 @@
 """A grading run's private scratch space: one temp root (0700), and below it directories a
 submission cannot list (mode 0300: enter by exact name only) holding each student's course copy
 and cluster state under random names — so one submission cannot find another's by guessing or
-by listing its parent — and, when grading is sandboxed, each student's sandbox scratch space.
-(Unsandboxed, same-user processes can still find them through `ps` or /proc.)"""
+by listing its parent — and, when grading is sandboxed, each student's sandbox scratch space
+and network namespace. (Unsandboxed, same-user processes can still find them through `ps` or
+/proc.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from grader.sandbox import netns
 from grader.sandbox.accounts import end_processes, new_uid
 from grader.sandbox.cluster import start_fresh
 from grader.sandbox.student import StudentSandbox
@@ -28,6 +30,7 @@ class Workspace:
         self.courses = self._unlistable("courses")
         self.states = self._unlistable("states")
         self.sandboxes = self._unlistable("sandboxes")
+        self.networks: set[str] = set()  # namespaces not deleted yet (cleanup() deletes them)
 
     def _unlistable(self, name: str) -> Path:
         path = self.root / name
@@ -41,11 +44,15 @@ class Workspace:
         path.mkdir(mode=0o700)
         return path
 
-    def sandbox(self) -> StudentSandbox:
-        """A new sandbox: a uid of its own and a scratch directory."""
+    def sandbox(self, own_network: bool) -> StudentSandbox:
+        """A new sandbox: a uid of its own, a scratch directory and, if `own_network`, a
+        network namespace of its own."""
         scratch = self.sandboxes / secrets.token_hex(12)
         scratch.mkdir(mode=0o700)
-        return StudentSandbox.create(new_uid(), scratch)
+        network = netns.create() if own_network else None
+        if network:
+            self.networks.add(network)
+        return StudentSandbox.create(new_uid(), scratch, network)
 
     def _state_root(self) -> tuple[str, Path]:
         state_root = self.states / secrets.token_hex(12)
@@ -67,13 +74,19 @@ class Workspace:
         cluster = start_fresh(sandbox)
         return cluster, Target(cluster=name, state_dir=str(state_root)), sandbox
 
-    @staticmethod
-    def discard_sandbox(sandbox: StudentSandbox) -> None:
-        """End everything the sandbox's uid runs (its cluster too), then delete its files."""
+    def discard_sandbox(self, sandbox: StudentSandbox) -> None:
+        """End everything the sandbox's uid runs (its cluster too), then delete its network
+        namespace and its files."""
         end_processes(sandbox.uid)
+        if sandbox.netns:
+            self._delete_network(sandbox.netns)
         for path in (sandbox.state_root, sandbox.scratch):
             if path:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def _delete_network(self, path: str) -> None:
+        netns.delete(path)
+        self.networks.discard(path)
 
     @staticmethod
     def discard_cluster(cluster: EmbeddedCluster) -> None:
@@ -81,6 +94,8 @@ class Workspace:
         shutil.rmtree(cluster.paths.root, ignore_errors=True)
 
     def cleanup(self) -> None:
+        for network in list(self.networks):
+            self._delete_network(network)
         for path in (self.courses, self.states, self.sandboxes):
             if path.exists():
                 os.chmod(path, 0o700)

@@ -190,14 +190,20 @@ class LabServer:
         hangs."""
         if self.process.poll() is None:
             shutdown_kernels(self.url, self.token)
+        stop_group(self.process, timeout)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM the process group a test started (`start_new_session=True`), SIGKILL it if it
+    outlives `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -3,11 +3,8 @@ workspace (instructor tools off), and `--instructor` one serving the sources?"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from jupyterlab_browser import free_port, stop_group
 
 from labs.cluster import EmbeddedCluster
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, token: str = "") -> tuple[int, dict | None]:
@@ -47,7 +39,7 @@ def _token(runtime: Path) -> str:
 def test_lab_starts_cluster_and_jupyterlab(tmp_path: Path, mode: str) -> None:
     """Is the named cluster running and JupyterLab answering on 127.0.0.1 once `lab` starts,
     serving the workspace without the formgrader (learner) or the sources with it?"""
-    port = _free_port()
+    port = free_port()
     runtime, workspace = tmp_path / "jupyter-runtime", tmp_path / "workspace"
     env = {**os.environ, "MESHLAB_STATE_DIR": str(tmp_path), "JUPYTER_RUNTIME_DIR":
            str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "jconf"),
@@ -81,13 +73,7 @@ def test_lab_starts_cluster_and_jupyterlab(tmp_path: Path, mode: str) -> None:
             assert not workspace.exists()
             assert formgrader != 404
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(lab.pid, signal.SIGTERM)
-        try:
-            lab.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
-            lab.wait(timeout=10)
+        stop_group(lab)
         cluster.down()
     output = lab.stdout.read().decode(errors="replace") if lab.stdout else ""
     assert "cluster lab is up" in output

@@ -5,17 +5,22 @@ the test artifacts (tests/jupyterlab_browser.py: artifacts_dir)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from jupyterlab_browser import chromium_path, free_port, lab_env, open_lab, wait_for_server
+from jupyterlab_browser import (
+    chromium_path,
+    free_port,
+    lab_env,
+    open_lab,
+    stop_group,
+    wait_for_server,
+)
 
 from labs.catalog import load_catalog
 from labs.cluster import CLUSTER_VARIABLES, EmbeddedCluster
@@ -92,11 +97,5 @@ def test_a_learner_s_first_session(tmp_path: Path) -> None:
             learner.page.locator(".lm-TabBar-tabLabel", has_text="02-traffic.ipynb").wait_for(
                 timeout=30_000)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_group(server)
         EmbeddedCluster("meshlab", home / ".meshlab").down()

@@ -1,8 +1,9 @@
 """A replay cluster whose daemon runs in the student's sandbox: the daemon executes what the
 submission asks of it (pods, `kubectl exec`), so it gets the student's uid and sees only its
-own state. The grader never trusts that state afterwards: its own checks use credentials it
-copied before any student code ran, and it stops the cluster by ending the uid's processes,
-never through a pid the (writable) state names."""
+own state, on the student's own loopback (its network namespace, see netns.py). The grader
+never trusts that state afterwards: its own checks use credentials it copied before any
+student code ran, and it stops the cluster by ending the uid's processes, never through a pid
+the (writable) state names."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from grader.sandbox.accounts import hand_over
 from grader.sandbox.environment import sandbox_env
+from grader.sandbox.netns import entered
 from grader.sandbox.student import StudentSandbox, with_port
 from grader.targets import Target
 from labs.cluster import ClusterError, EmbeddedCluster
@@ -27,7 +29,13 @@ def sandboxed_cluster(sandbox: StudentSandbox) -> EmbeddedCluster:
 
 
 def start(sandbox: StudentSandbox, timeout: float = START_TIMEOUT_S) -> EmbeddedCluster:
-    """Start the daemon in the sandbox and wait until its API answers."""
+    """Start the daemon in the sandbox and wait until its API answers — asked from inside the
+    student's network namespace, the only place where it listens."""
+    with entered(sandbox.netns):
+        return _start(sandbox, timeout)
+
+
+def _start(sandbox: StudentSandbox, timeout: float) -> EmbeddedCluster:
     cluster = sandboxed_cluster(sandbox)
     cluster.paths.dir.mkdir(parents=True, exist_ok=True)
     hand_over(cluster.paths.root, sandbox.uid)
@@ -62,7 +70,8 @@ def start_fresh(sandbox: StudentSandbox) -> EmbeddedCluster:
 
 def verifier_target(sandbox: StudentSandbox) -> Target:
     """The cluster as the grader's checks reach it, started again (in the sandbox) if the
-    submission stopped it: the copied credentials, at the port the daemon listens on now."""
+    submission stopped it: the copied credentials, at the port the daemon listens on now.
+    Called in the nbgrader process, which runs in the student's network namespace."""
     cluster = sandboxed_cluster(sandbox)
     status = cluster.status()
     port = status.port if status.running else start(sandbox).status().port

@@ -1,21 +1,25 @@
 """The command line that runs a program as a student's own unprivileged uid, in a mount
-namespace holding only what it needs, with resource limits — built from Debian's tools:
-`prlimit` and `unshare`, `setpriv` (util-linux) and `bwrap` (bubblewrap).
+namespace holding only what it needs, with resource limits and (in replay mode) a network
+namespace of its own — built from Debian's tools: `nsenter`, `prlimit`, `unshare`, `setpriv`
+(util-linux) and `bwrap` (bubblewrap).
 
-    prlimit --as=… --cpu=… --nproc=… --fsize=… --core=0 --
-      unshare --mount --propagation private --
-        sh -c 'mount -t proc -o hidepid=invisible proc /proc && exec "$@"' meshlab-sandbox
-          bwrap --die-with-parent --new-session --unshare-ipc --unshare-uts … mounts …
-                --cap-add CAP_SETUID --cap-add CAP_SETGID --
-            setpriv --reuid=UID --regid=UID --clear-groups --inh-caps=-all --no-new-privs --
-              PROGRAM
+    nsenter --net=/run/netns/meshlab-… --     (replay mode only: the student's own loopback)
+      prlimit --as=… --cpu=… --nproc=… --fsize=… --core=0 --
+        unshare --mount --propagation private --
+          sh -c 'mount -t proc -o hidepid=invisible proc /proc && exec "$@"' meshlab-sandbox
+            bwrap --die-with-parent --new-session --unshare-ipc --unshare-uts … mounts …
+                  --cap-add CAP_SETUID --cap-add CAP_SETGID --
+              setpriv --reuid=UID --regid=UID --clear-groups --inh-caps=-all --no-new-privs --
+                PROGRAM
 
 Why each step: bwrap runs as root so it can bind what root can read (the Python under /root,
 say), then `setpriv` makes the program a real, unprivileged uid outside any user namespace —
 root-owned 0600 files stay unreadable even where mounted, and RLIMIT_NPROC counts that uid
 alone. The procfs with `hidepid=invisible` (in a mount namespace of its own, so the host's
 /proc is untouched) shows that uid its own processes only; signals to others fail on uid.
-The network namespace is shared: the cluster API and the kernel's ZMQ ports are on loopback.
+The network namespace is named by the caller (netns.py), not made here, because the grader
+joins it too; the jail enters it itself, so a program of the jail never runs on the host's
+network by a caller's mistake. Without one (live mode) the host's network is shared.
 `--new-session` also gives the sandbox its own scheduler autogroup, so a fork bomb competes
 with other students as one group, not as hundreds of tasks.
 """
@@ -77,13 +81,16 @@ class Jail:
     uid: int
     binds: tuple[Bind, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    netns: str | None = None  # a network namespace (/run/netns/NAME); None: the host's
 
     def command(self, argv: list[str], cwd: str | Path) -> list[str]:
         """The full command line running `argv` in this jail, in `cwd` (a bound path)."""
         binds = sorted((*_runtime_binds(), *self.binds), key=lambda b: b.dest.count("/"))
         mounts = [*_system_mounts(), *(_bind(b) for b in binds)]
         dirs = _parents([Path(b.dest) for b in binds])
-        return [*self.limits.prlimit(), "unshare", "--mount", "--propagation", "private", "--",
+        network = ["nsenter", f"--net={self.netns}", "--"] if self.netns else []
+        return [*network, *self.limits.prlimit(),
+                "unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", HIDE_PROCESSES, "meshlab-sandbox",
                 "bwrap", "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--ro-bind", "/proc", "/proc", "--dev", "/dev",

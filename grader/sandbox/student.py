@@ -1,6 +1,7 @@
-"""One student's sandbox for one grading run: its uid, its scratch directory, and what its
-kernel and (in replay mode) its cluster's daemon may see. Saved as JSON for the nbgrader
-process (named by $MESHLAB_SANDBOX), which starts the kernel through it."""
+"""One student's sandbox for one grading run: its uid, its scratch directory, its network
+namespace (replay mode), and what its kernel and (in replay mode) its cluster's daemon may see.
+Saved as JSON for the nbgrader process (named by $MESHLAB_SANDBOX), which starts the kernel
+through it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class StudentSandbox:
     state_root: str | None = None  # … and its state root (the uid's)
     kernel_files: tuple[tuple[str, str], ...] = ()  # live: (copy, where the kernel sees it)
     limits: Limits = field(default_factory=Limits)
+    netns: str | None = None  # replay: its own network namespace (live: the host's network)
 
     @property
     def work(self) -> Path:
@@ -51,10 +53,10 @@ class StudentSandbox:
         return Path(self.scratch) / "verifier.kubeconfig"
 
     @classmethod
-    def create(cls, uid: int, scratch: Path, limits: Limits | None = None) -> StudentSandbox:
+    def create(cls, uid: int, scratch: Path, netns: str | None = None) -> StudentSandbox:
         (scratch / "work").mkdir(mode=0o700, parents=True)
         hand_over(scratch / "work", uid)
-        return cls(uid, str(scratch), limits=limits or Limits())
+        return cls(uid, str(scratch), netns=netns)
 
     def kernel_jail(self, workdir: Path) -> Jail:
         """Reads the course code and its own cluster's files, writes its work dir only."""
@@ -63,12 +65,13 @@ class StudentSandbox:
                  *[Bind(copy, where) for copy, where in self.kernel_files]]
         if self.state_root:
             binds.append(Bind.same(self.state_root))
-        return Jail(self.uid, tuple(binds), self.limits)
+        return Jail(self.uid, tuple(binds), self.limits, self.netns)
 
     def daemon_jail(self) -> Jail:
         """The replay cluster's daemon (and the pods and `kubectl exec` commands it runs)."""
         assert self.state_root
-        return Jail(self.uid, (Bind.same(self.state_root, writable=True),), self.limits)
+        return Jail(self.uid, (Bind.same(self.state_root, writable=True),), self.limits,
+                    self.netns)
 
     def with_live_cluster(self, target: Target) -> tuple[StudentSandbox, Target]:
         """Copies of the one cluster's credentials for the kernel (a roster's kubeconfig may
