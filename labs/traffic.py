@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from html import escape
 
 from labs.cluster import ClusterRef, current_cluster
-from labs.course import LabError
+from labs.course import LabError, manifest
 
 SIDECAR_CONTAINER = "istio-proxy"
 UNCLASSIFIED = "unclassified"
@@ -230,7 +230,7 @@ def _app_container(ref: ClusterRef, workload: str, namespace: str) -> str:
                       "jsonpath={.spec.template.spec.containers[*].name}")
     if got.returncode != 0 and "NotFound" in got.stderr:
         todo = ("run the cells that create it first (a curl client: `kubectl apply -n "
-                f"{namespace} -f labs/manifests/curl.yaml`), or pass from_workload= the name of "
+                f"{namespace} -f {manifest('curl')}`), or pass from_workload= the name of "
                 "a Deployment that has curl")
         if ref.kubectl("get", "namespace", namespace).returncode != 0:
             raise ProbeError(f"there is no namespace {namespace} yet, so no deploy/{workload} "

@@ -43,9 +43,8 @@ from labs.cluster import ClusterRef
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 sys.path.insert(0, str(FIXTURES))  # for `build` and `sample_checks`
 
-from sample_checks import SECRET_HINT, SECRET_REASON  # noqa: E402
-
 from build import ASSIGNMENT, SUBMISSIONS, cell, generate, grading_env, hand_in  # noqa: E402
+from sample_checks import SECRET_HINT, SECRET_REASON  # noqa: E402
 
 # What no student may see: hidden test source, a hidden check's reason and unshared hint.
 HIDDEN_TEXT = ("BEGIN HIDDEN TESTS", 'verify("sample.config', SECRET_HINT, SECRET_REASON)

@@ -9,12 +9,13 @@ from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day1 import NAMESPACE, describe
 from labs.checks.registry import check
+from labs.course import manifest
 from labs.traffic import SIDECAR_CONTAINER
 
 DEPLOYMENTS = ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2",
                "reviews-v3")
 BOOKSTORE_TITLE = "<title>Simple Bookstore App</title>"
-APPLY = f"kubectl apply -n {NAMESPACE} -f labs/manifests/bookinfo.yaml"
+APPLY = f"kubectl apply -n {NAMESPACE} -f {manifest('bookinfo')}"
 
 
 def _condition(obj: dict[str, Any], kind: str) -> bool:

@@ -8,6 +8,7 @@ from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day1 import NAMESPACE, describe
 from labs.checks.registry import check
+from labs.course import manifest
 from labs.traffic import SIDECAR_CONTAINER
 
 LEGACY = "legacy"
@@ -49,7 +50,7 @@ def meshed_call(ctx: CheckContext) -> Outcome:
 @check("day1.mtls.legacy-client",
        f"a curl client without a sidecar runs in namespace {LEGACY}", fatal=True,
        hint=f"kubectl create namespace {LEGACY}; "
-            f"kubectl apply -n {LEGACY} -f labs/manifests/curl.yaml "
+            f"kubectl apply -n {LEGACY} -f {manifest('curl')} "
             f"(no istio-injection label on {LEGACY})",
        anchor="1-·-A-client-outside-the-mesh")
 def legacy_client(ctx: CheckContext) -> Outcome:

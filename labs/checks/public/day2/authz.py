@@ -13,6 +13,7 @@ from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, Status, failed, passed
 from labs.checks.public.day2 import Expect, expect_statuses, meshed_apps
 from labs.checks.registry import check
+from labs.course import manifest
 from labs.traffic import reviews_version
 
 NAMESPACE = "bookinfo"
@@ -36,7 +37,7 @@ def principal(service_account: str) -> str:
        f"Bookinfo and the curl client run in {NAMESPACE}, each pod with an istio-proxy sidecar",
        fatal=True, points=0,
        hint="run the lab's first cell: `labs.deploy_bookinfo()`, then "
-            f"`kubectl apply -n {NAMESPACE} -f labs/manifests/curl.yaml`")
+            f"`kubectl apply -n {NAMESPACE} -f {manifest('curl')}`")
 def workloads(ctx: CheckContext) -> Outcome:
     return meshed_apps(ctx, NAMESPACE, APPS)
 

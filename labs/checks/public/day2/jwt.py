@@ -21,6 +21,7 @@ from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day2 import Expect, expect_statuses, meshed_apps
 from labs.checks.registry import check
 from labs.cluster import ClusterRef, current_cluster
+from labs.course import manifest
 from labs.tokens import Signer
 
 NAMESPACE = "foo"
@@ -90,7 +91,7 @@ def bearer(token: str) -> dict[str, str]:
        f"httpbin and the curl client run in {NAMESPACE}, each pod with an istio-proxy sidecar",
        fatal=True, points=0,
        hint=f"run the lab's setup cell: namespace {NAMESPACE} labelled "
-            "istio-injection=enabled, httpbin and curl applied from labs/manifests")
+            f"istio-injection=enabled, {manifest('httpbin')} and {manifest('curl')} applied")
 def workloads(ctx: CheckContext) -> Outcome:
     return meshed_apps(ctx, NAMESPACE, ("httpbin", "curl"))
 
