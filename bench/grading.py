@@ -3,7 +3,7 @@
 Prints the wall time to grade STUDENTS synthetic submissions of the sample assignment
 (tests/fixtures/grading: correct, partial and empty in turn), each against a fresh embedded
 cluster: sequentially without a sandbox (the baseline), sequentially sandboxed (kernel and
-daemon in bubblewrap, a uid and a network namespace per student) and sandboxed with
+daemon in bubblewrap; per student uids, a network namespace and a cgroup) and sandboxed with
 `--parallel 2`; then the sandbox's cost per student-notebook as a ratio to the baseline, and
 the parallel speed-up (target >= 1.6x on 2 cores, <= 15 s per student-notebook). Every run
 grades the same submissions into the same course (nbgrader's --force), through the real

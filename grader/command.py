@@ -66,7 +66,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         roster = {s: Target(cluster=s, state_dir=args.state_dir) for s in students}
     if args.mode == "live" and (unknown := [s for s in students if s not in roster]):
         return _usage(f"the roster has no cluster for: {', '.join(unknown)}")
-    sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel, args.mode)
+    sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel)
     if sandboxed is None:
         return 2
     plan = Plan(args.assignment, course, students, args.mode, args.parallel, roster,
@@ -88,14 +88,17 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _sandbox_ready(parallel: int, mode: str) -> bool | None:
-    """True when sandboxes (in replay mode: with a network namespace each) can be made; else
+def _sandbox_ready(parallel: int) -> bool | None:
+    """True when sandboxes (each with a network namespace of its own) can be made; else
     say so, and None (refuse) when grading in parallel (one student's code could then change
     another's grade while it runs)."""
-    from grader.sandbox import jail, netns
+    from grader.sandbox import cgroup, jail, netns
 
-    why = jail.problem() or (netns.problem() if mode == "replay" else None)
+    why = jail.problem() or netns.problem()
     if why is None:
+        if no_cgroup := cgroup.problem():
+            print(f"meshlab grade: note: {no_cgroup}; memory and tasks are limited per process "
+                  "and per uid only, not per student", file=sys.stderr)
         return True
     print(f"meshlab grade: NO SANDBOX: {why}; student code would run as this user and could "
           f"change any grade", file=sys.stderr)

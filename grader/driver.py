@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.gradebook import merge, private_copy, record_zero, require_assignment, scores
 from grader.nbgrader_run import nbgrader
+from grader.sandbox.relay import LoopbackRelay, cluster_ports
 from grader.sandbox.student import SANDBOX_ENV, StudentSandbox
 from grader.targets import TARGETS_ENV, Target, write_targets
 from grader.workspace import Workspace, cluster_pid
@@ -66,8 +68,7 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
     """Autograde one student into a private course copy, against its cluster; merge."""
     private = workspace.private_course()
     private_copy(plan.course, private, plan.assignment, student)
-    sandbox: StudentSandbox | None = (workspace.sandbox(own_network=plan.mode == "replay")
-                                      if plan.sandboxed else None)
+    sandbox = workspace.sandbox() if plan.sandboxed else None
     cluster = None
     lost = False
     try:
@@ -87,9 +88,11 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
         if sandbox:
             sandbox.save(private / "sandbox.json")
             env[SANDBOX_ENV] = str(private / "sandbox.json")
-        run = nbgrader("autograde", plan.assignment, f"--student={student}", "--force",
-                       course=private, log=private / "autograde.log", env=env,
-                       timeout=plan.student_timeout, netns=sandbox.netns if sandbox else None)
+        with _relay(sandbox, plan.mode, target):
+            run = nbgrader("autograde", plan.assignment, f"--student={student}", "--force",
+                           course=private, log=private / "autograde.log", env=env,
+                           timeout=plan.student_timeout,
+                           netns=sandbox.netns if sandbox else None)
         if cluster is not None:
             lost = cluster_pid(cluster) != pid
     except ClusterError as exc:
@@ -110,6 +113,14 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
         return Graded(student, True, time.monotonic() - start, cluster_lost=lost)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _relay(sandbox: StudentSandbox | None, mode: str, target: Target
+           ) -> AbstractContextManager[object]:
+    """In live mode, the student's cluster's ports, relayed into the sandbox's namespace."""
+    if sandbox is None or sandbox.netns is None or mode != "live":
+        return nullcontext()
+    return LoopbackRelay(sandbox.netns, cluster_ports(target))
 
 
 class Progress:
@@ -163,8 +174,10 @@ def mode_line(sandboxed: bool, mode: str) -> str:
     if not sandboxed:
         return "NOT sandboxed (student code ran as the grader's user)"
     if mode == "replay":
-        return "sandboxed (bubblewrap, a uid and a network namespace of its own per student)"
-    return "sandboxed (bubblewrap, a uid of its own per student; the host's network)"
+        return ("sandboxed (bubblewrap; per student, a network namespace and uids of its own for "
+                "the kernel, the cluster and its execs)")
+    return ("sandboxed (bubblewrap; per student, uids and a network namespace of its own, "
+            "reaching its own cluster's ports only)")
 
 
 def table(course: Path, assignment: str, graded: list[Graded]) -> str:

@@ -1,9 +1,9 @@
 """A grading run's private scratch space: one temp root (0700), and below it directories a
 submission cannot list (mode 0300: enter by exact name only) holding each student's course copy
 and cluster state under random names — so one submission cannot find another's by guessing or
-by listing its parent — and, when grading is sandboxed, each student's sandbox scratch space
-and network namespace. (Unsandboxed, same-user processes can still find them through `ps` or
-/proc.)"""
+by listing its parent — and, when grading is sandboxed, each student's sandbox scratch space,
+network namespace and cgroup. (Unsandboxed, same-user processes can still find them through
+`ps` or /proc.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from grader.sandbox import netns
-from grader.sandbox.accounts import end_processes, new_uid
+from grader.sandbox.accounts import end_processes, new_uids
+from grader.sandbox.cgroup import CgroupLimits, StudentCgroup
 from grader.sandbox.cluster import start_fresh
 from grader.sandbox.student import StudentSandbox
 from grader.targets import Target
@@ -31,6 +32,7 @@ class Workspace:
         self.states = self._unlistable("states")
         self.sandboxes = self._unlistable("sandboxes")
         self.networks: set[str] = set()  # namespaces not deleted yet (cleanup() deletes them)
+        self.cgroups: dict[tuple[str, ...], StudentCgroup] = {}  # likewise, by join files
 
     def _unlistable(self, name: str) -> Path:
         path = self.root / name
@@ -44,15 +46,18 @@ class Workspace:
         path.mkdir(mode=0o700)
         return path
 
-    def sandbox(self, own_network: bool) -> StudentSandbox:
-        """A new sandbox: a uid of its own, a scratch directory and, if `own_network`, a
-        network namespace of its own."""
+    def sandbox(self) -> StudentSandbox:
+        """A new sandbox: uids, a scratch directory, a network namespace and (where one can be
+        made) a cgroup of its own."""
         scratch = self.sandboxes / secrets.token_hex(12)
         scratch.mkdir(mode=0o700)
-        network = netns.create() if own_network else None
-        if network:
-            self.networks.add(network)
-        return StudentSandbox.create(new_uid(), scratch, network)
+        network = netns.create()
+        self.networks.add(network)
+        group = StudentCgroup.create(CgroupLimits())
+        if group:
+            self.cgroups[group.procs_files] = group
+        return StudentSandbox.create(new_uids(3), scratch, network,
+                                     group.procs_files if group else ())
 
     def _state_root(self) -> tuple[str, Path]:
         state_root = self.states / secrets.token_hex(12)
@@ -72,12 +77,16 @@ class Workspace:
         name, state_root = self._state_root()
         sandbox = replace(sandbox, cluster=name, state_root=str(state_root))
         cluster = start_fresh(sandbox)
+        sandbox = sandbox.with_cluster_copies(cluster.paths)
         return cluster, Target(cluster=name, state_dir=str(state_root)), sandbox
 
     def discard_sandbox(self, sandbox: StudentSandbox) -> None:
-        """End everything the sandbox's uid runs (its cluster too), then delete its network
+        """End everything the sandbox's uids run (its cluster too), then delete its network
         namespace and its files."""
-        end_processes(sandbox.uid)
+        for uid in sandbox.uids:
+            end_processes(uid)
+        if group := self.cgroups.pop(sandbox.cgroup_procs, None):
+            group.remove()
         if sandbox.netns:
             self._delete_network(sandbox.netns)
         for path in (sandbox.state_root, sandbox.scratch):
@@ -96,6 +105,8 @@ class Workspace:
     def cleanup(self) -> None:
         for network in list(self.networks):
             self._delete_network(network)
+        for group in self.cgroups.values():
+            group.remove()
         for path in (self.courses, self.states, self.sandboxes):
             if path.exists():
                 os.chmod(path, 0o700)

@@ -28,6 +28,16 @@ def new_uid() -> int:
                 return uid
 
 
+def new_uids(count: int) -> tuple[int, ...]:
+    """`count` distinct fresh uids."""
+    uids: list[int] = []
+    while len(uids) < count:
+        uid = new_uid()
+        if uid not in uids:
+            uids.append(uid)
+    return tuple(uids)
+
+
 def processes_of(uid: int) -> list[int]:
     """Pids whose real uid is `uid`."""
     found = []

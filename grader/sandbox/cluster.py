@@ -1,9 +1,11 @@
 """A replay cluster whose daemon runs in the student's sandbox: the daemon executes what the
-submission asks of it (pods, `kubectl exec`), so it gets the student's uid and sees only its
-own state, on the student's own loopback (its network namespace, see netns.py). The grader
-never trusts that state afterwards: its own checks use credentials it copied before any
-student code ran, and it stops the cluster by ending the uid's processes, never through a pid
-the (writable) state names."""
+submission asks of it (pods, `kubectl exec`), so it runs as the sandbox's daemon uid, sees only
+its own state, on the student's own loopback (its network namespace, see netns.py), and runs
+each `kubectl exec` as the sandbox's exec uid. Its state root is the daemon's; others may only
+pass through it (0711) to the container directories an exec works in. The grader never trusts
+that state afterwards: its own checks use credentials it copied before any student code ran,
+and it stops the cluster by ending the sandbox's uids' processes, never through a pid the
+(writable) state names."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from grader.sandbox.netns import entered
 from grader.sandbox.student import StudentSandbox, with_port
 from grader.targets import Target
 from labs.cluster import ClusterError, EmbeddedCluster
+from labs.embedded.runtime.exec_user import EXEC_UID_ENV
 
 START_TIMEOUT_S = 60.0
 
@@ -38,14 +41,16 @@ def start(sandbox: StudentSandbox, timeout: float = START_TIMEOUT_S) -> Embedded
 def _start(sandbox: StudentSandbox, timeout: float) -> EmbeddedCluster:
     cluster = sandboxed_cluster(sandbox)
     cluster.paths.dir.mkdir(parents=True, exist_ok=True)
-    hand_over(cluster.paths.root, sandbox.uid)
+    hand_over(cluster.paths.root, sandbox.daemon_uid)
+    os.chmod(cluster.paths.root, 0o711)
     argv = [sys.executable, "-m", "labs.embedded.daemon", "--name", cluster.name,
             "--state-dir", str(cluster.paths.root)]
     with open(sandbox.daemon_log, "ab") as log:
         process = subprocess.Popen(
             sandbox.daemon_jail().command(argv, cluster.paths.dir), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            cwd=cluster.paths.dir, env=sandbox_env(os.environ, str(cluster.paths.root)))
+            cwd=cluster.paths.dir, env={**sandbox_env(os.environ, str(cluster.paths.root)),
+                                        EXEC_UID_ENV: str(sandbox.exec_uid)})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cluster.status().running:

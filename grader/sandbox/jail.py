@@ -6,10 +6,12 @@ namespace of its own — built from Debian's tools: `nsenter`, `prlimit`, `unsha
     nsenter --net=/run/netns/meshlab-… --     (replay mode only: the student's own loopback)
       prlimit --as=… --cpu=… --nproc=… --fsize=… --core=0 --
         unshare --mount --propagation private --
-          sh -c 'mount -t proc -o hidepid=invisible proc /proc && exec "$@"' meshlab-sandbox
+          sh -c '[echo $$ > CGROUP/cgroup.procs && …] mount -t proc -o hidepid=invisible proc
+                 /proc && exec "$@"' meshlab-sandbox
             bwrap --die-with-parent --new-session --unshare-ipc --unshare-uts … mounts …
-                  --cap-add CAP_SETUID --cap-add CAP_SETGID --
-              setpriv --reuid=UID --regid=UID --clear-groups --inh-caps=-all --no-new-privs --
+                  --cap-add CAP_SETUID --cap-add CAP_SETGID [--cap-add CAP_KILL] --
+              setpriv --reuid=UID --regid=UID --clear-groups --inh-caps=-all[,+CAPS]
+                      [--ambient-caps=+CAPS] --no-new-privs --
                 PROGRAM
 
 Why each step: bwrap runs as root so it can bind what root can read (the Python under /root,
@@ -22,11 +24,15 @@ joins it too; the jail enters it itself, so a program of the jail never runs on 
 network by a caller's mistake. Without one (live mode) the host's network is shared.
 `--new-session` also gives the sandbox its own scheduler autogroup, so a fork bomb competes
 with other students as one group, not as hundreds of tasks.
+A program may keep a few capabilities (`keep`): the replay daemon keeps setuid, setgid and kill
+to run what `kubectl exec` asks as a uid of its own and to stop it (runtime/exec_user.py);
+a kernel keeps none.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -82,6 +88,8 @@ class Jail:
     binds: tuple[Bind, ...] = ()
     limits: Limits = field(default_factory=Limits)
     netns: str | None = None  # a network namespace (/run/netns/NAME); None: the host's
+    keep: tuple[str, ...] = ()  # capabilities the program keeps, e.g. ("setuid", "kill")
+    cgroup_procs: tuple[str, ...] = ()  # the student's cgroup (cgroup.py), joined as root
 
     def command(self, argv: list[str], cwd: str | Path) -> list[str]:
         """The full command line running `argv` in this jail, in `cwd` (a bound path)."""
@@ -91,16 +99,32 @@ class Jail:
         network = ["nsenter", f"--net={self.netns}", "--"] if self.netns else []
         return [*network, *self.limits.prlimit(),
                 "unshare", "--mount", "--propagation", "private", "--",
-                "sh", "-c", HIDE_PROCESSES, "meshlab-sandbox",
+                "sh", "-c", self._setup_script(), "meshlab-sandbox",
                 "bwrap", "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--ro-bind", "/proc", "/proc", "--dev", "/dev",
                 "--size", str(self.limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
                 "--size", str(self.limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm",
                 *[arg for d in dirs for arg in ("--perms", "0755", "--dir", d)],
                 *[arg for m in mounts for arg in m],
-                "--chdir", str(cwd), "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                "--", "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
-                "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--", *argv]
+                "--chdir", str(cwd), *self._bwrap_caps(), "--", "setpriv",
+                f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                *self._setpriv_caps(), "--no-new-privs", "--", *argv]
+
+    def _setup_script(self) -> str:
+        """Join the student's cgroup (while still root), hide other uids' processes, go on."""
+        joins = "".join(f"echo $$ > {shlex.quote(path)} && " for path in self.cgroup_procs)
+        return joins + HIDE_PROCESSES
+
+    def _bwrap_caps(self) -> list[str]:
+        """What bwrap leaves setpriv: enough to change uid, plus what the program keeps."""
+        names = dict.fromkeys(("setuid", "setgid", *self.keep))
+        return [arg for name in names for arg in ("--cap-add", f"CAP_{name.upper()}")]
+
+    def _setpriv_caps(self) -> list[str]:
+        if not self.keep:
+            return ["--inh-caps=-all"]
+        kept = ",".join(f"+{name}" for name in self.keep)
+        return [f"--inh-caps=-all,{kept}", f"--ambient-caps={kept}"]
 
 
 def _bind(bind: Bind) -> list[str]:

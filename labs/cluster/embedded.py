@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import ssl
@@ -17,6 +18,7 @@ from labs.embedded.paths import ClusterPaths
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
+HEALTH_TIMEOUT_S = 3.0  # a loaded 2-core machine can take a second or more to answer
 
 
 class ClusterError(RuntimeError):
@@ -33,10 +35,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _held(lock: Path) -> bool:
+    """Whether a daemon holds the cluster's lock (it does, exclusively, while it runs)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _healthy(port: int, ca_file: Path) -> bool:
     try:
         context = ssl.create_default_context(cafile=str(ca_file))
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=1,
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=HEALTH_TIMEOUT_S,
                                     context=context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
@@ -83,9 +100,9 @@ class EmbeddedCluster:
         if self.status().running:
             return self.paths.kubeconfig
         self.paths.dir.mkdir(parents=True, exist_ok=True)
-        stale = self.paths.read_endpoint()
-        if stale and not _pid_alive(stale["pid"]):
-            self.paths.endpoint.unlink(missing_ok=True)  # left by a daemon that was killed
+        if _held(self.paths.lock):  # a daemon runs, slow to answer: a busy machine
+            return self._wait_until_ready(time.monotonic() + timeout)
+        self.paths.endpoint.unlink(missing_ok=True)  # left by a daemon that was killed
         with open(self.paths.log, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "labs.embedded.daemon", "--name", self.name,
@@ -102,8 +119,8 @@ class EmbeddedCluster:
                 return self.paths.kubeconfig
             code = process.poll()
             if code is not None:
-                if code == 3 and self.status().running:  # another `up` won the race
-                    return self.paths.kubeconfig
+                if code == 3:  # another `up` won the race (the lock): wait for its daemon
+                    return self._wait_until_ready(deadline)
                 raise ClusterError(
                     f"the embedded cluster {self.name!r} stopped while starting (exit {code}); "
                     f"its log is {self.paths.log}:\n{_tail(self.paths.log)}")
@@ -112,6 +129,17 @@ class EmbeddedCluster:
         raise ClusterError(f"the embedded cluster {self.name!r} did not become ready within "
                            f"{timeout:.0f}s; see {self.paths.log}")
 
+    def _wait_until_ready(self, deadline: float) -> Path:
+        """Wait for the daemon another process started to answer."""
+        while time.monotonic() < deadline:
+            endpoint = self.paths.read_endpoint()
+            if endpoint and _pid_alive(endpoint["pid"]) and _healthy(endpoint["port"],
+                                                                     self.paths.ca_cert):
+                return self.paths.kubeconfig
+            time.sleep(0.1)
+        raise ClusterError(f"the embedded cluster {self.name!r} runs but did not answer on its "
+                           f"API port in time; see {self.paths.log}")
+
     def down(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the daemon and its pods; True if one was running. State stays on disk."""
         endpoint = self.paths.read_endpoint()
@@ -119,7 +147,11 @@ class EmbeddedCluster:
             self.paths.endpoint.unlink(missing_ok=True)
             return False
         pid = endpoint["pid"]
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except PermissionError:
+            raise ClusterError(f"the embedded cluster {self.name!r} (pid {pid}) runs as another "
+                               "user: only that user, or root, can stop it") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _pid_alive(pid) or _is_zombie(pid):

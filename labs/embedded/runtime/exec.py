@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..apiserver.errors import ApiError
+from .exec_user import exec_uid, open_workdir
 from .process import child_setup, exit_code, kill_group
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
@@ -118,13 +119,13 @@ class ExecSession:
 
     async def _spawn(self) -> None:
         common: dict[str, Any] = {"env": self.env, "cwd": self.cwd, "start_new_session": True}
-        self.cwd.mkdir(parents=True, exist_ok=True)
+        open_workdir(self.cwd)
         if self.tty:
             master, slave = os.openpty()
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.command, stdin=slave, stdout=slave, stderr=slave,
-                    preexec_fn=child_setup(controlling_tty=True), **common)
+                    preexec_fn=child_setup(controlling_tty=True, run_as=exec_uid()), **common)
             except OSError:
                 os.close(master)
                 raise
@@ -136,7 +137,7 @@ class ExecSession:
         self._proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.PIPE if self.stdin else
             asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, preexec_fn=child_setup(), **common)
+            stderr=asyncio.subprocess.PIPE, preexec_fn=child_setup(run_as=exec_uid()), **common)
 
     async def _pump_output_and_wait(self) -> int:
         proc = self._proc

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .exec_user import exec_uid
 from .process import child_setup
 
 Obj = dict[str, Any]
@@ -94,7 +95,7 @@ async def exec_check(command: list[str], env: dict[str, str], cwd: Path,
         proc = await asyncio.create_subprocess_exec(
             *command, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, preexec_fn=child_setup())
+            start_new_session=True, preexec_fn=child_setup(run_as=exec_uid()))
     except OSError as exc:
         return ProbeResult(False, f"exec {command[:1]}: {exc.strerror}")
     try:

@@ -13,29 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
-import sys
 import termios
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import crilog
+from .exec_user import LIBC, become
 
 POD_UID_ENV = "MESHLAB_POD_UID"  # the marker that proves a leftover process is ours
 _PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def child_setup(controlling_tty: bool = False) -> Callable[[], None]:
-    """A `preexec_fn`: die with the daemon; optionally make fd 0 (a pty) the controlling tty."""
+def child_setup(controlling_tty: bool = False, run_as: int | None = None
+                ) -> Callable[[], None]:
+    """A `preexec_fn`: become `run_as` (see exec_user.py); die with the daemon — set after
+    the uid changes, which clears it; optionally make fd 0 (a pty) the controlling tty."""
     parent = os.getpid()
 
     def setup() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if run_as is not None:
+            become(run_as)
+        if LIBC is not None:
+            LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:  # the daemon died before prctl took effect
                 os._exit(1)
         if controlling_tty:
