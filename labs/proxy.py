@@ -13,54 +13,24 @@ annotation `meshlab.dev/proxy-ports`) is on 127.0.0.1; on kind or an existing cl
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from html import escape
+from collections.abc import Callable
 from typing import Any
-
-from cryptography import x509
 
 from labs.cluster import ClusterRef, current_cluster
 from labs.embedded.mesh.state import PROXY_PORTS, SIDECAR_CONTAINER
+from labs.istioctl import configdump
+from labs.istioctl.configdump import ConfigTable
 
 Obj = dict[str, Any]
 ADMIN_TIMEOUT_S = 5.0
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class ProxyError(RuntimeError):
     """The proxy could not be asked; the message says what to fix."""
-
-
-class ConfigTable(list[dict[str, str]]):
-    """Rows (dicts keyed by istioctl's column names) that print as istioctl's table."""
-
-    def __init__(self, columns: Iterable[str], rows: Iterable[dict[str, str]] = ()) -> None:
-        super().__init__(rows)
-        self.columns = tuple(columns)
-
-    def column(self, name: str) -> list[str]:
-        return [row[name] for row in self]
-
-    def __str__(self) -> str:
-        widths = [max([len(c), *(len(row[c]) for row in self)]) for c in self.columns]
-        lines = [(" " * 5).join(f"{c:<{w}}" for c, w in zip(self.columns, widths, strict=True))]
-        lines += [(" " * 5).join(f"{row[c]:<{w}}" for c, w in
-                                 zip(self.columns, widths, strict=True)).rstrip()
-                  for row in self]
-        return "\n".join(line.rstrip() for line in lines)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{escape(row[c])}</td>" for c in self.columns)
-                       + "</tr>" for row in self)
-        return f"<table><tr>{head}</tr>{body}</table>"
 
 
 # --- reaching the Envoy admin API -------------------------------------------------------------
@@ -70,7 +40,7 @@ def admin(pod: str, namespace: str = "default", path: str = "config_dump", *,
     """GET `path` (e.g. "stats", "clusters", "config_dump?include_eds") from the pod's sidecar
     Envoy admin API; returns the body."""
     ref = cluster or current_cluster()
-    obj = _pod(ref, pod, namespace)
+    obj = resolve_pod(ref, pod, namespace)
     name = obj["metadata"]["name"]
     path = path.lstrip("/")
     if ref.embedded is not None:
@@ -134,7 +104,8 @@ def mentions(text: str) -> Callable[[Obj], bool]:
     return found
 
 
-def _pod(ref: ClusterRef, pod: str, namespace: str) -> Obj:
+def resolve_pod(ref: ClusterRef, pod: str, namespace: str) -> Obj:
+    """The meshed pod named `pod` (or `deploy/<name>`'s first running pod), as a dict."""
     if pod.startswith(("deploy/", "deployment/")):
         deployment = pod.split("/", 1)[1]
         got = ref.kubectl(f"--namespace={namespace}", "get", "deployment", deployment, "-o",
@@ -191,7 +162,32 @@ def _http_admin(port: int, path: str, what: str) -> str:
                          f"({exc}); is the pod Running 2/2? `kubectl get pods`") from None
 
 
-# --- the istioctl views ------------------------------------------------------------------------
+# --- the istioctl views (built by labs.istioctl.configdump, shared with `istioctl`) --------
+
+_LISTENER_COLUMNS = ("NAME", "ADDRESSES", "PORT", "MATCH", "DESTINATION")
+_ROUTE_COLUMNS = ("NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE", "DESTINATION")
+
+
+def listener_table(dump: Obj) -> ConfigTable:
+    """`istioctl proxy-config listeners` rows, with the listener NAME shown first."""
+    return configdump.listener_table(dump).select(_LISTENER_COLUMNS)
+
+
+def route_table(dump: Obj) -> ConfigTable:
+    """`istioctl proxy-config routes` rows, plus the DESTINATION each route sends to (cluster,
+    or weighted clusters) — a column istioctl leaves out."""
+    return configdump.route_table(dump).select(_ROUTE_COLUMNS)
+
+
+def cluster_table(dump: Obj) -> ConfigTable:
+    """`istioctl proxy-config clusters` rows."""
+    return configdump.cluster_table(dump)
+
+
+def secret_table(dump: Obj) -> ConfigTable:
+    """`istioctl proxy-config secret` rows."""
+    return configdump.secret_table(dump)
+
 
 def listeners(pod: str, namespace: str = "default", *,
               cluster: ClusterRef | None = None) -> ConfigTable:
@@ -201,8 +197,7 @@ def listeners(pod: str, namespace: str = "default", *,
 
 def routes(pod: str, namespace: str = "default", *,
            cluster: ClusterRef | None = None) -> ConfigTable:
-    """`istioctl proxy-config routes`: one row per route of each virtual host, plus the
-    DESTINATION it sends to (cluster, or weighted clusters)."""
+    """`istioctl proxy-config routes`: one row per route of each virtual host."""
     return route_table(config_dump(pod, namespace, cluster=cluster))
 
 
@@ -218,198 +213,12 @@ def secrets(pod: str, namespace: str = "default", *,
     return secret_table(config_dump(pod, namespace, cluster=cluster))
 
 
-def _section(dump: Obj, kind: str) -> Obj:
-    for config in dump.get("configs", []):
-        if config.get("@type", "").endswith(f".{kind}"):
-            return dict(config)
-    return {}
-
-
-def listener_table(dump: Obj) -> ConfigTable:
-    table = ConfigTable(("NAME", "ADDRESSES", "PORT", "MATCH", "DESTINATION"))
-    section = _section(dump, "ListenersConfigDump")
-    found = [s.get("listener", {}) for s in section.get("static_listeners", [])]
-    found += [d.get("active_state", {}).get("listener", {})
-              for d in section.get("dynamic_listeners", [])]
-    for listener in found:
-        socket = listener.get("address", {}).get("socket_address", {})
-        for chain in listener.get("filter_chains", []):
-            table.append({"NAME": listener.get("name", ""),
-                          "ADDRESSES": socket.get("address", ""),
-                          "PORT": str(socket.get("port_value", "")),
-                          "MATCH": _chain_match(chain.get("filter_chain_match") or {}),
-                          "DESTINATION": _chain_destination(chain)})
-    return table
-
-
-def _chain_match(match: Obj) -> str:
-    parts = []
-    if match.get("transport_protocol"):
-        parts.append(f"Trans: {match['transport_protocol']}")
-    if match.get("application_protocols"):
-        parts.append(f"App: {','.join(match['application_protocols'])}")
-    if match.get("server_names"):
-        parts.append(f"SNI: {','.join(match['server_names'])}")
-    if match.get("destination_port"):
-        parts.append(f"Port: {match['destination_port']}")
-    return "; ".join(parts) or "ALL"
-
-
-def _chain_destination(chain: Obj) -> str:
-    for network_filter in chain.get("filters", []):
-        config = network_filter.get("typed_config", {})
-        if "rds" in config:
-            return f"Route: {config['rds'].get('route_config_name', '')}"
-        if "route_config" in config:
-            return f"Inline Route: {config['route_config'].get('name', '')}"
-        if "cluster" in config:
-            return f"Cluster: {config['cluster']}"
-    return "-"
-
-
-def route_table(dump: Obj) -> ConfigTable:
-    table = ConfigTable(("NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE",
-                         "DESTINATION"))
-    section = _section(dump, "RoutesConfigDump")
-    configs = [c.get("route_config", {}) for c in section.get("dynamic_route_configs", [])]
-    seen = set()
-    for static in section.get("static_route_configs", []):
-        config = static.get("route_config", {})
-        if config.get("name") not in seen:  # one per filter chain: show each config once
-            seen.add(config.get("name"))
-            configs.append(config)
-    for config in configs:
-        for vhost in config.get("virtual_hosts", []):
-            for route in vhost.get("routes", []):
-                table.append({"NAME": config.get("name", ""), "VHOST NAME": vhost.get("name", ""),
-                              "DOMAINS": _domains(vhost.get("domains", [])),
-                              "MATCH": _route_match(route.get("match", {})),
-                              "VIRTUAL SERVICE": _istio_config(route),
-                              "DESTINATION": _route_destination(route)})
-    return table
-
-
-def _domains(domains: list[str]) -> str:
-    """istioctl's short form: names without ports or IPs, shortest first, two shown."""
-    names = []
-    for domain in domains:
-        host = re.sub(r":\d+$", "", domain)
-        if host not in names and not re.fullmatch(r"[\d.]+|\[[0-9a-fA-F:]+\]", host):
-            names.append(host)
-    names.sort(key=len)
-    shown = ", ".join(names[:2])
-    return f"{shown} + {len(names) - 2} more..." if len(names) > 2 else shown
-
-
-def _route_match(match: Obj) -> str:
-    if "path" in match:
-        text = match["path"]
-    elif "prefix" in match:
-        text = f"{match['prefix']}*"
-    elif "safe_regex" in match:
-        text = match["safe_regex"].get("regex", "")
-    elif "connect_matcher" in match:
-        text = "CONNECT"
-    else:
-        text = "*"
-    conditions = [_header_condition(h) for h in match.get("headers", [])]
-    conditions += [f"?{q.get('name', '')}" for q in match.get("query_parameters", [])]
-    return f"{text} when {' and '.join(conditions)}" if conditions else text
-
-
-def _header_condition(header: Obj) -> str:
-    name = header.get("name", "")
-    matcher = header.get("string_match", {})
-    negate = "!" if header.get("invert_match") else ""
-    if "exact" in matcher:
-        return f"{negate}{name}={matcher['exact']}"
-    if "prefix" in matcher:
-        return f"{negate}{name}={matcher['prefix']}*"
-    if "safe_regex" in matcher:
-        return f"{negate}{name}~{matcher['safe_regex'].get('regex', '')}"
-    return f"{negate}{name}"
-
-
-def _route_destination(route: Obj) -> str:
-    action = route.get("route")
-    if action is None:
-        if "direct_response" in route:
-            return f"direct response {route['direct_response'].get('status', '')}"
-        if "redirect" in route:
-            return "redirect"
-        return "-"
-    if "weighted_clusters" in action:
-        return ", ".join(f"{c.get('name', '')} {c.get('weight', 0)}"
-                         for c in action["weighted_clusters"].get("clusters", []))
-    return str(action.get("cluster", "-"))
-
-
-def _istio_config(resource: Obj) -> str:
-    """`name.namespace` of the Istio object a resource came from, when the control plane
-    recorded it in metadata (as istiod does: filter_metadata.istio.config)."""
-    path = (resource.get("metadata", {}).get("filter_metadata", {}).get("istio", {})
-            .get("config", ""))
-    found = re.match(r".*/namespaces/([^/]+)/[^/]+/([^/]+)$", str(path))
-    return f"{found.group(2)}.{found.group(1)}" if found else ""
-
-
-def cluster_table(dump: Obj) -> ConfigTable:
-    table = ConfigTable(("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE",
-                         "DESTINATION RULE"))
-    section = _section(dump, "ClustersConfigDump")
-    found = [s.get("cluster", {}) for s in section.get("static_clusters", [])]
-    found += [d.get("cluster", {}) for d in section.get("dynamic_active_clusters", [])]
-    for cluster in found:
-        name = str(cluster.get("name", ""))
-        parts = name.split("|")
-        if len(parts) == 4 and parts[0] in ("inbound", "outbound"):
-            direction, port, subset, fqdn = parts
-        else:
-            direction, port, subset, fqdn = "-", "-", "-", name
-        ctype = cluster.get("type") or ("EDS" if "eds_cluster_config" in cluster else "STATIC")
-        table.append({"SERVICE FQDN": fqdn, "PORT": port, "SUBSET": subset or "-",
-                      "DIRECTION": direction, "TYPE": str(ctype),
-                      "DESTINATION RULE": _istio_config(cluster)})
-    return table
-
-
-def secret_table(dump: Obj) -> ConfigTable:
-    table = ConfigTable(("RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER",
-                         "NOT AFTER", "NOT BEFORE"))
-    section = _section(dump, "SecretsConfigDump")
-    entries = [(s, "ACTIVE") for s in section.get("dynamic_active_secrets", [])]
-    entries += [(s, "WARMING") for s in section.get("dynamic_warming_secrets", [])]
-    for entry, status in entries:
-        secret = entry.get("secret", {})
-        if "tls_certificate" in secret:
-            kind, source = "Cert Chain", secret["tls_certificate"].get("certificate_chain", {})
-        elif "validation_context" in secret:
-            kind, source = "CA", secret["validation_context"].get("trusted_ca", {})
-        else:
-            kind, source = "", {}
-        row = {"RESOURCE NAME": str(entry.get("name", "")), "TYPE": kind, "STATUS": status,
-               "VALID CERT": "false", "SERIAL NUMBER": "", "NOT AFTER": "", "NOT BEFORE": ""}
-        cert = _first_certificate(source)
-        if cert is not None:
-            now = datetime.now(UTC)
-            row.update({
-                "VALID CERT": str(cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-                                  ).lower(),
-                "SERIAL NUMBER": format(cert.serial_number, "x"),
-                "NOT AFTER": cert.not_valid_after_utc.strftime(_TIME),
-                "NOT BEFORE": cert.not_valid_before_utc.strftime(_TIME)})
-        table.append(row)
-    return table
-
-
-def _first_certificate(source: Obj) -> x509.Certificate | None:
-    if "inline_string" in source:
-        pem = str(source["inline_string"]).encode()
-    elif "inline_bytes" in source:
-        pem = base64.b64decode(source["inline_bytes"])
-    else:
-        return None
+def endpoints(pod: str, namespace: str = "default", *,
+              cluster: ClusterRef | None = None) -> ConfigTable:
+    """`istioctl proxy-config endpoints`: every host of every cluster, with its health."""
+    text = admin(pod, namespace, "clusters?format=json", cluster=cluster)
     try:
-        return x509.load_pem_x509_certificates(pem)[0]
+        return configdump.endpoint_table(json.loads(text))
     except ValueError:
-        return None
+        raise ProxyError(f"the sidecar of {pod} in namespace {namespace} answered /clusters "
+                         f"with something that is not JSON: {text[:200]!r}") from None

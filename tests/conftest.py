@@ -132,3 +132,15 @@ def without_namespaces(cluster: ClusterRef, *names: str) -> Iterator[ClusterRef]
         yield cluster
     finally:
         delete()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The wall time of each course notebook run (the issue's target: 60 s each on a fresh
+    cluster), so CI's log shows it."""
+    from notebook_support import WALL_TIMES
+
+    if not WALL_TIMES:
+        return
+    terminalreporter.section("course notebooks: seconds their cells took")
+    for (test, notebook), seconds in WALL_TIMES.items():
+        terminalreporter.write_line(f"{seconds:6.1f}  {notebook}  ({test.rsplit('::', 1)[-1]})")

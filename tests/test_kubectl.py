@@ -554,3 +554,37 @@ def test_secret_string_data_is_merged_into_data(kubectl: Kubectl) -> None:
     assert "stringData" not in stored
     assert {k: base64.b64decode(v).decode() for k, v in stored["data"].items()} == {
         "user": "jason", "token": "s3cret", "keep": "kept"}
+
+
+def test_rbac_objects_are_served_like_kube_apiserver(kubectl: Kubectl) -> None:
+    """Istio's samples and charts carry RBAC objects: `kubectl apply` of a ClusterRole and its
+    binding, `kubectl create role|rolebinding` (protobuf bodies), and the tables real kubectl
+    shows (ROLE as Kind/name; USERS, SERVICEACCOUNTS with -o wide). The server authorizes
+    every authenticated request anyway (`kubectl auth can-i` says so)."""
+    name = f"reader-{uuid.uuid4().hex[:6]}"
+    cluster_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                  {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "prometheus",
+                      "namespace": "istio-system"}]}
+    try:
+        out = kubectl("apply", "-f", "-", input=yaml.safe_dump_all([cluster_role, binding]))
+        assert f"clusterrole.rbac.authorization.k8s.io/{name} created" in out
+        assert f"clusterrolebinding.rbac.authorization.k8s.io/{name} created" in out
+        rows = table(kubectl("get", "clusterrolebinding", name, "-o", "wide"))
+        assert rows == [{"NAME": name, "ROLE": f"ClusterRole/{name}", "AGE": rows[0]["AGE"],
+                         "USERS": "", "GROUPS": "", "SERVICEACCOUNTS": "istio-system/prometheus"}]
+        kubectl("create", "role", "pod-reader", "--verb=get", "--resource=pods")
+        kubectl("create", "rolebinding", "jane-reads", "--role=pod-reader", "--user=jane")
+        rows = table(kubectl("get", "rolebinding", "jane-reads", "-o", "wide"))
+        assert (rows[0]["ROLE"], rows[0]["USERS"]) == ("Role/pod-reader", "jane")
+        assert table(kubectl("get", "roles"))[0].keys() == {"NAME", "CREATED AT"}
+        assert kubectl("auth", "can-i", "create", "rolebindings").strip() == "yes"
+    finally:
+        kubectl.run("delete", "clusterrole,clusterrolebinding", name, namespaced=False)

@@ -7,6 +7,7 @@ it — configured with the SDS files the CA writes and the lead's `xds/tls.py` t
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import importlib.resources
@@ -178,11 +179,11 @@ def test_sds_files_hold_the_cert_and_the_root(ca: MeshCA, tmp_path: Path) -> Non
     assert secret == {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         "name": "default",
-        "tls_certificate": {"certificate_chain": {"inline_string": issued.cert_pem},
-                            "private_key": {"inline_string": issued.key_pem}}}
+        "tls_certificate": {"certificate_chain": {"inline_bytes": b64(issued.cert_pem)},
+                            "private_key": {"inline_bytes": b64(issued.key_pem)}}}
     [root] = root_doc["resources"]
     assert root["name"] == "ROOTCA"
-    assert root["validation_context"] == {"trusted_ca": {"inline_string": ca.root_pem}}
+    assert root["validation_context"] == {"trusted_ca": {"inline_bytes": b64(ca.root_pem)}}
     assert stat.S_IMODE(files.cert_sds.stat().st_mode) == 0o600
     assert sorted(p.name for p in files.cert_sds.parent.iterdir()) == ["default.yaml",
                                                                       "rootca.yaml"]
@@ -485,3 +486,8 @@ def test_rotation_without_restart_or_failed_requests(mesh: Mesh) -> None:
     assert mesh.served_certificate().serial_number == mesh.server_cert.serial_number
     assert (mesh.server.proc.pid, mesh.client.proc.pid) == pids
     assert mesh.server.proc.poll() is None and mesh.client.proc.poll() is None
+
+
+def b64(pem: str) -> str:
+    """As istio-agent's SDS carries certificates: base64 `inline_bytes`."""
+    return base64.b64encode(pem.encode()).decode()

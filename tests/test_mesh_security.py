@@ -11,6 +11,7 @@ assertion retries until the mesh has converged on the policy just applied.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import json
@@ -212,11 +213,12 @@ class ServedCertificate:
         root = inline_secret(client_sds / "rootca.yaml")["validation_context"]
         assert isinstance(chain, dict) and isinstance(root, dict)
         cert_file, key_file = self.workdir / "client.pem", self.workdir / "client.key"
-        cert_file.write_text(chain["certificate_chain"]["inline_string"])
-        key_file.write_text(chain["private_key"]["inline_string"])
+        cert_file.write_bytes(base64.b64decode(chain["certificate_chain"]["inline_bytes"]))
+        key_file.write_bytes(base64.b64decode(chain["private_key"]["inline_bytes"]))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False  # SPIFFE certificates carry no DNS name; SAN checked below
-        context.load_verify_locations(cadata=root["trusted_ca"]["inline_string"])
+        context.load_verify_locations(
+            cadata=base64.b64decode(root["trusted_ca"]["inline_bytes"]).decode())
         context.load_cert_chain(cert_file, key_file)
         annotations = server["metadata"]["annotations"]  # type: ignore[index]
         port = json.loads(annotations["meshlab.dev/host-ports"])[str(HTTPBIN_CONTAINER_PORT)]

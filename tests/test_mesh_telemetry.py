@@ -135,12 +135,26 @@ def test_request_duration_histogram(cluster: ClusterRef, mesh: MeshNamespace) ->
     assert all(v >= 1 for s, v in found if s["le"] == "+Inf")
 
 
+def prometheus_port(cluster: ClusterRef) -> int:
+    """endpoint.json's `prometheus` (the addon pod's host port), once Prometheus is ready."""
+    def ready() -> int | None:
+        assert cluster.embedded is not None
+        port = (cluster.embedded.paths.read_endpoint() or {}).get("prometheus")
+        try:
+            return port if port and http_get(port, "/-/ready") else None
+        except OSError:  # the addon's pod is still starting
+            return None
+    return poll(ready, "the Prometheus addon (endpoint.json `prometheus`) to be ready",
+                timeout=30, interval=0.2)
+
+
 def test_prometheus_answers_promql(cluster: ClusterRef, mesh: MeshNamespace) -> None:
-    """Does the cluster's real Prometheus scrape the mesh metrics, so the course's PromQL works?"""
+    """Does the cluster's real Prometheus (Istio's addon in istio-system) scrape the mesh
+    metrics, so the course's PromQL works?"""
     if shutil.which("prometheus") is None:
         pytest.skip("no `prometheus` binary on PATH (Debian: apt-get install prometheus), so "
-                    "the embedded cluster runs without a Prometheus server")
-    port = endpoint(cluster, "prometheus")
+                    "the Prometheus addon's container cannot run")
+    port = prometheus_port(cluster)
     assert curl_httpbin(mesh, "/get", REQUESTS) == ["200"] * REQUESTS
     promql = (f'sum(istio_requests_total{{destination_workload="httpbin",'
               f'destination_workload_namespace="{mesh.name}",reporter="destination"}})')

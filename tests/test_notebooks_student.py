@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from notebook_support import CellRun, run_notebooks
+from notebook_support import CellRun, run_notebooks, run_timeout
 
 import labs
 from labs.catalog import load_catalog
@@ -34,6 +34,7 @@ def _frames_in_labs(cell: CellRun) -> list[str]:
     return [line for line in (cell.error or {}).get("traceback", []) if LABS_FRAME.search(line)]
 
 
+@pytest.mark.timeout(run_timeout(len(load_catalog().labs)) + 60)
 @pytest.mark.parametrize("day", ["day1", "day2"])
 def test_student_notebooks_fail_only_where_the_learner_has_work_to_do(
         day: str, notebook_cluster: EmbeddedCluster, tmp_path: Path) -> None:

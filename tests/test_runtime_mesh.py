@@ -177,7 +177,7 @@ def test_meshed_pod_runs_envoy_and_turns_ready_once_configured(tmp_path: Path) -
             pod = await wait_until(lambda: c.container_ready("web", "app") and c.pod("web"),
                                    "the app container ready")
             host, app, proxy = (annotation(pod, k) for k in (HOST_PORTS, APP_PORTS, PROXY_PORTS))
-            assert set(host) == {"8080", "15090", "15021"} and set(app) == {"8080"}
+            assert set(host) == {"8080", "15090", "15021", "15020"} and set(app) == {"8080"}
             assert set(proxy) == {"admin", "outbound"}
             allocated = [*host.values(), *app.values(), *proxy.values()]
             assert len(set(allocated)) == len(allocated)
@@ -262,25 +262,26 @@ def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
             assert env["http_proxy"] == env["HTTP_PROXY"] == f"http://127.0.0.1:{forwarder_port}"
 
             code, out, _ = await c.kubectl("exec", "plain", "--", "cat", ".curlrc")
-            assert (code, out) == (0, "proxytunnel\n")
-            for container in ("app", "istio-proxy"):
-                code, _, _ = await c.kubectl("exec", "meshed", "-c", container, "--",
-                                             "test", "-e", ".curlrc")
-                assert code == 1, container
+            assert code == 0 and out.endswith("\nproxytunnel\n")
+            for container in ("app", "istio-proxy"):  # the pod's localhost only, no tunnel
+                code, out, _ = await c.kubectl("exec", "meshed", "-c", container, "--",
+                                               "cat", ".curlrc")
+                assert code == 0 and "connect-to" in out and "proxytunnel" not in out, container
             assert "meshlab.dev/app-ports" not in c.pod("plain")["metadata"]["annotations"]
     run(scenario())
 
 
 def test_no_proxy_settings_without_a_forwarder(tmp_path: Path) -> None:
-    """Without a node forwarder, does a plain pod get no proxy settings and no `.curlrc`?"""
+    """Without a node forwarder, does a plain pod get no proxy settings and a `.curlrc` that
+    does not tunnel?"""
     async def scenario() -> None:
         async with Cluster(tmp_path, http=True) as c:
             c.create("pods", plain_pod("plain"))
             await c.ready_pod("plain")
             env = await c.exec_env("plain", "app")
             assert "http_proxy" not in env and "HTTP_PROXY" not in env
-            code, _, _ = await c.kubectl("exec", "plain", "--", "test", "-e", ".curlrc")
-            assert code == 1
+            code, out, _ = await c.kubectl("exec", "plain", "--", "cat", ".curlrc")
+            assert code == 0 and "proxytunnel" not in out
     run(scenario())
 
 

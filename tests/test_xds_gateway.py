@@ -240,6 +240,6 @@ def test_credential_secret_becomes_an_sds_file() -> None:
     [resource] = json.loads(credential_sds_text(secret({"tls.crt": pem, "tls.key": pem})))[
         "resources"]
     assert resource["name"] == "kubernetes://c"
-    assert resource["tls_certificate"]["private_key"]["inline_string"] == "-----BEGIN X-----\n"
+    assert resource["tls_certificate"]["private_key"]["inline_bytes"] == pem
     with pytest.raises(ValueError, match=r"has no tls\.key.*kubectl create secret tls"):
         credential_sds_text(secret({"tls.crt": pem}))

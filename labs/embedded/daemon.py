@@ -2,7 +2,8 @@
 
 Started in the background by `meshlab up`; `python -m labs.embedded.daemon --name N --state-dir D`.
 It writes `endpoint.json` only once it serves requests, so a client that sees the file can connect;
-the file also names the telemetry server's and Prometheus' ports (`telemetry`, `prometheus`).
+the file also names the telemetry server's port (`telemetry`) and the host port of the Prometheus
+addon's pod (`prometheus`, istio-system; the file is rewritten when that port changes).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from labs.embedded.mesh.controlplane import MeshControlPlane
 from labs.embedded.mesh.forwarder import NodeForwarder
 from labs.embedded.mesh.gateway_install import install_ingress_gateway
 from labs.embedded.mesh.injection import register_injection
-from labs.embedded.mesh.prometheus import PrometheusServer, prometheus_binary
+from labs.embedded.mesh.install import install_addons
+from labs.embedded.mesh.prometheus import PrometheusTargets
 from labs.embedded.mesh.telemetry import TelemetryServer
 from labs.embedded.paths import ClusterPaths, write_private
 from labs.embedded.pki import server_context, serving_files
@@ -148,18 +150,16 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 class Mesh:
-    """The mesh beside the cluster: node forwarder, telemetry server, control plane and
-    (when installed) Prometheus. Each piece that fails to start is logged and left out, so
-    the cluster itself still comes up; a missing `prometheus` binary is normal."""
+    """The mesh beside the cluster: node forwarder, telemetry server, control plane and the
+    Prometheus addon's target lists. Each piece that fails to start is logged and left out, so
+    the cluster itself still comes up. Prometheus itself runs as the addon's pod."""
 
     def __init__(self, api: ObjectApi, state_dir: os.PathLike[str]) -> None:
         self.api = api
         self.state_dir = state_dir
         self.forwarder = NodeForwarder(state_dir, free_port(), free_port())
         self.telemetry = TelemetryServer(state_dir, free_port())
-        binary = prometheus_binary()
-        self.prometheus = PrometheusServer(state_dir, free_port(), self.telemetry.port,
-                                           binary) if binary else None
+        self.prometheus: PrometheusTargets | None = None
         self.control_plane: MeshControlPlane | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -176,27 +176,16 @@ class Mesh:
         except Exception:
             log.exception("the mesh control plane did not start: sidecars get no configuration")
         else:
-            plane.observers.append(self.telemetry.update_state)
-            if self.prometheus is not None:
-                plane.observers.append(self.prometheus.update_targets)
+            self.prometheus = PrometheusTargets(plane.pods_dir, self.telemetry.port)
+            plane.observers += [self.telemetry.update_state, self.prometheus.update]
             self.control_plane = plane
             self.tasks.append(asyncio.create_task(plane.run(), name="mesh-control-plane"))
-        if self.prometheus is not None:
-            self.tasks.append(asyncio.create_task(self._start_prometheus(), name="prometheus"))
         for task in self.tasks:
             task.add_done_callback(_log_failure)
 
-    async def _start_prometheus(self) -> None:
-        """In the background: Prometheus takes a second or two, the cluster need not wait."""
-        assert self.prometheus is not None
-        try:
-            await self.prometheus.start()
-        except Exception:
-            log.exception("Prometheus did not start; PromQL queries will fail")
-
     def endpoint_ports(self) -> dict[str, int]:
         ports = {"telemetry": self.telemetry.port}
-        if self.prometheus is not None:
+        if self.prometheus is not None and self.prometheus.port is not None:
             ports["prometheus"] = self.prometheus.port
         return ports
 
@@ -205,9 +194,7 @@ class Mesh:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for piece in (self.prometheus, self.forwarder, self.telemetry):
-            if piece is None:
-                continue
+        for piece in (self.forwarder, self.telemetry):
             try:
                 await piece.stop()
             except Exception:
@@ -260,9 +247,15 @@ class Daemon:
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
         await mesh.start()
         install_ingress_gateway(api)
+        install_addons(api)
         tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
-        write_private(paths.endpoint, json.dumps(
-            {"pid": os.getpid(), "port": port, **mesh.endpoint_ports()}))
+
+        def publish_endpoint() -> None:
+            write_private(paths.endpoint, json.dumps(
+                {"pid": os.getpid(), "port": port, **mesh.endpoint_ports()}))
+        publish_endpoint()
+        if mesh.prometheus is not None:  # from now on, a new addon pod's port is published
+            mesh.prometheus.on_change = publish_endpoint
         log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)
         try:
             done_waiter = asyncio.create_task(self.stop_requested.wait())
@@ -275,6 +268,8 @@ class Daemon:
                     log.error("%s stopped: %r", task.get_name(), task.exception())
         finally:
             log.info("stopping cluster %s", paths.name)
+            if mesh.prometheus is not None:
+                mesh.prometheus.on_change = None
             with contextlib.suppress(OSError):
                 paths.endpoint.unlink()
             server.stopping.set()

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import crd_types, patch, validation
+from . import crd_types, decode, patch, validation
 from .builtin_schemas import builtin_schema
 from .defaults import apply_defaults
 from .errors import (
@@ -196,11 +196,11 @@ class ObjectApi:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{random_suffix()}"
         name = meta.get("name", "")
+        self._validate_name(rt, name)  # (before the hooks, so each may rely on a name)
         for admit in self.mutating_admission:
             admit(rt, obj)
         warnings = self._validate(rt, obj, field_validation) if validate else []
         meta = obj["metadata"]  # pruning of unknown fields may have replaced it
-        self._validate_name(rt, name)
         if rt.namespaced:
             self._require_namespace_open(namespace)
         if self.store.get(rt.key, namespace, name) is not None:
@@ -225,19 +225,41 @@ class ObjectApi:
         self._after_write(rt, stored["metadata"].get("namespace", ""), stored)
         return Result(self._as_version(rt, stored), warnings)
 
-    def _check_body(self, rt: ResourceType, obj: Any) -> Obj:
+    def decode(self, rt: ResourceType, obj: Any, field_validation: str) -> Result:
+        """`obj` decoded and checked against its schema without being written, for the kinds
+        that are only ever answered (access reviews)."""
+        obj = self._check_body(rt, obj)
+        return Result(obj, self._validate(rt, obj, field_validation))
+
+    def _check_body(self, rt: ResourceType, obj: Any, patch: tuple[str, Any] | None = None
+                    ) -> Obj:
+        """`obj` decoded into the kind's type, the first step of every write (`patch`: the
+        patch type and document when `obj` is a patch's result, which words errors apart)."""
         if not isinstance(obj, dict):
             raise bad_request(
                 f"the body of a {rt.kind} must be a JSON/YAML object, got {type(obj).__name__}")
-        obj = copy.deepcopy(obj)
-        api_version, kind = obj.get("apiVersion"), obj.get("kind")
-        if kind is None and api_version is None:
-            obj.update(apiVersion=rt.api_version, kind=rt.kind)
-        elif kind != rt.kind or (api_version not in (rt.api_version, None)
-                                 and self.registry.by_kind(str(api_version), rt.kind) is None):
-            raise bad_request(
-                f"the API version in the data ({api_version}) and kind ({kind}) do not match the "
-                f"resource {rt.qualified} ({rt.api_version} {rt.kind}) named by the URL")
+        obj = {k: copy.deepcopy(v) for k, v in obj.items()
+               if not (v is None and k in ("apiVersion", "kind", "metadata"))}
+        try:
+            decode.check_type_meta(obj)
+            self._check_kind(rt, obj)
+            return self._decoded(rt, obj, patch)
+        except decode.DecodeError as err:
+            if patch is None:
+                raise decode.body_error(rt.kind, rt.api_version, err) from None
+            raise decode.patch_error(obj, patch[1], patch[0] == STRATEGIC_MERGE_PATCH,
+                                     err) from None
+
+    def _decoded(self, rt: ResourceType, obj: Obj, patch: tuple[str, Any] | None) -> Obj:
+        """Built-in kinds through the Go decoder's rules (raising `DecodeError`); custom
+        resources without their non-nullable nulls."""
+        schema = self._schema(rt)
+        if schema is not None:
+            if rt.custom:
+                obj = decode.prune_nulls(schema, obj)
+            else:
+                obj = decode.decode_builtin(schema, obj, unstructured=(
+                    patch is not None and patch[0] == STRATEGIC_MERGE_PATCH))
         if not isinstance(obj.setdefault("metadata", {}), dict):
             raise invalid(rt.kind, "", [FieldCause(
                 "metadata", "FieldValueTypeInvalid",
@@ -245,6 +267,16 @@ class ObjectApi:
                 f"{type(obj['metadata']).__name__}")], rt.group)
         obj["apiVersion"] = rt.api_version
         return obj
+
+    def _check_kind(self, rt: ResourceType, obj: Obj) -> None:
+        # A missing apiVersion or kind is the URL's (runtime/serializer/json gvkWithDefaults).
+        api_version = obj.setdefault("apiVersion", rt.api_version) or rt.api_version
+        kind = obj["kind"] = obj.get("kind") or rt.kind
+        if kind != rt.kind or (api_version != rt.api_version
+                               and self.registry.by_kind(str(api_version), rt.kind) is None):
+            raise bad_request(
+                f"the API version in the data ({api_version}) and kind ({kind}) do not match the "
+                f"resource {rt.qualified} ({rt.api_version} {rt.kind}) named by the URL")
 
     def _namespace_for(self, rt: ResourceType, namespace: str, meta: Obj) -> str:
         if not rt.namespaced:
@@ -448,6 +480,7 @@ class ObjectApi:
                                   "parameter (kubectl sets it; e.g. ?fieldManager=kubectl)")
             if not isinstance(document, dict):
                 raise bad_request("an apply patch must be a YAML/JSON object")
+            self._check_body(rt, document)  # typed before merging, as the real field manager
             if current is not None:
                 current = self._as_version(rt, current)
             applied = patch.server_side_apply(current, document, field_manager, force,
@@ -471,7 +504,7 @@ class ObjectApi:
             patched = patch.strategic_merge_patch(current, document, rt.api_version, rt.kind)
         if not isinstance(patched, dict):
             raise bad_request("the patch replaced the whole object with a non-object value")
-        patched = self._check_body(rt, patched)
+        patched = self._check_body(rt, patched, (patch_type, document))
         sent_meta = document.get("metadata") if isinstance(document, dict) else None
         if not (isinstance(sent_meta, dict) and sent_meta.get("resourceVersion")):
             patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]

@@ -13,6 +13,7 @@ What the models do not carry is added here by hand, from the Kubernetes API refe
 Required fields come from the models (`Field.is_required()`), except booleans (Go decodes a
 missing bool to false, the real server never says "Required value" for one) and anything under
 a top-level `status` (the real server ignores client-sent status of the main resource).
+Each struct carries its Go type name (`x-go-type: v1.PodSpec`) for the decoder's messages.
 The only recursive type reachable from these kinds, JSONSchemaProps, is emitted once under the
 root's `definitions` and referenced with `$ref: "#/definitions/<Model>"`, so every schema
 stays acyclic and JSON-serialisable.
@@ -26,12 +27,14 @@ import typing
 from typing import Any
 
 from .client_models import kubernetes_models
+from .decode import GO_TYPE, go_type_name
 
 Schema = dict[str, Any]
 
 # (apiVersion, kind) -> generated model class name.
 KINDS: dict[tuple[str, str], str] = {
     ("v1", "Namespace"): "V1Namespace",
+    ("v1", "Node"): "V1Node",
     ("v1", "Pod"): "V1Pod",
     ("v1", "Service"): "V1Service",
     ("v1", "Endpoints"): "V1Endpoints",
@@ -53,6 +56,12 @@ KINDS: dict[tuple[str, str], str] = {
     ("coordination.k8s.io/v1", "Lease"): "V1Lease",
     ("autoscaling/v1", "Scale"): "V1Scale",
     ("discovery.k8s.io/v1", "EndpointSlice"): "V1EndpointSlice",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "V1SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "V1SelfSubjectRulesReview",
 }
 
 _PROTOCOLS = ["SCTP", "TCP", "UDP"]
@@ -173,7 +182,8 @@ class _Builder:
             )
             if required and type_name != "bool" and _is_required(cls, attr, json_name):
                 required_names.append(json_name)
-        schema: Schema = {"type": "object", "properties": properties}
+        schema: Schema = {"type": "object", "properties": properties,
+                          GO_TYPE: go_type_name(name)}
         if required_names:
             schema["required"] = required_names
         self.in_progress.discard(key)

@@ -20,6 +20,7 @@ SUBRESOURCE_KINDS = {
     "scale": ("Scale", ["get", "patch", "update"]),
     "log": ("Pod", ["get"]),
     "exec": ("PodExecOptions", ["create", "get"]),
+    "portforward": ("PodPortForwardOptions", ["create", "get"]),
     "finalize": (None, ["update"]),
 }
 

@@ -2,7 +2,8 @@
 
 Transcribed from the compiled `generated.proto` descriptors of Kubernetes v1.33 (field numbers,
 and the go-to-protobuf `nullable` option that says which Go fields are pointers), plus the fields
-added up to v1.36 read from kubernetes/kubernetes `staging/src/k8s.io/api/*/generated.proto`.
+added up to v1.36 and the authorization.k8s.io/v1 reviews `kubectl auth can-i` sends, read from
+kubernetes/kubernetes `staging/src/k8s.io/api/*/generated.proto`.
 
 Each message maps a field number to `(JSON name, type)`. Types are spelled like Go types:
 - `string`, `int32`, `int64`, `bool`, `bytes`: plain Go fields; zero values are dropped, like
@@ -28,6 +29,8 @@ KINDS: dict[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "ServiceAccount",
     ("apps/v1", "Deployment"): "Deployment",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
     ("batch/v1", "CronJob"): "CronJob",
     ("batch/v1", "Job"): "Job",
     ("networking.k8s.io/v1", "Ingress"): "Ingress",
@@ -385,6 +388,15 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         4: ("readOnly", "bool"),
         5: ("wwids", "[]string"),
     },
+    "FieldSelectorAttributes": {
+        1: ("rawSelector", "string"),
+        2: ("requirements", "[]FieldSelectorRequirement"),
+    },
+    "FieldSelectorRequirement": {
+        1: ("key", "string"),
+        2: ("operator", "string"),
+        3: ("values", "[]string"),
+    },
     "FileKeySelector": {
         1: ("volumeName", "string"),
         2: ("path", "string"),
@@ -572,6 +584,10 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         1: ("matchLabels", "map[string]string"),
         2: ("matchExpressions", "[]LabelSelectorRequirement"),
     },
+    "LabelSelectorAttributes": {
+        1: ("rawSelector", "string"),
+        2: ("requirements", "[]LabelSelectorRequirement"),
+    },
     "LabelSelectorRequirement": {
         1: ("key", "string"),
         2: ("operator", "string"),
@@ -653,6 +669,14 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
     "NodeSelectorTerm": {
         1: ("matchExpressions", "[]NodeSelectorRequirement"),
         2: ("matchFields", "[]NodeSelectorRequirement"),
+    },
+    "NonResourceAttributes": {
+        1: ("path", "string"),
+        2: ("verb", "string"),
+    },
+    "NonResourceRule": {
+        1: ("verbs", "[]string"),
+        2: ("nonResourceURLs", "[]string"),
     },
     "ObjectFieldSelector": {
         1: ("apiVersion", "string"),
@@ -975,6 +999,17 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         7: ("secretRef", "*LocalObjectReference"),
         8: ("readOnly", "bool"),
     },
+    "ResourceAttributes": {
+        1: ("namespace", "string"),
+        2: ("verb", "string"),
+        3: ("group", "string"),
+        4: ("version", "string"),
+        5: ("resource", "string"),
+        6: ("subresource", "string"),
+        7: ("name", "string"),
+        8: ("fieldSelector", "*FieldSelectorAttributes"),
+        9: ("labelSelector", "*LabelSelectorAttributes"),
+    },
     "ResourceClaim": {
         1: ("name", "string"),
         2: ("request", "string"),
@@ -1007,6 +1042,12 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         1: ("limits", "map[string]Quantity"),
         2: ("requests", "map[string]Quantity"),
         3: ("claims", "[]ResourceClaim"),
+    },
+    "ResourceRule": {
+        1: ("verbs", "[]string"),
+        2: ("apiGroups", "[]string"),
+        3: ("resources", "[]string"),
+        4: ("resourceNames", "[]string"),
     },
     "ResourceStatus": {
         1: ("name", "string"),
@@ -1102,6 +1143,23 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         12: ("appArmorProfile", "*AppArmorProfile"),
         13: ("ulimits", "[]Ulimit"),
     },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("spec", "SelfSubjectAccessReviewSpec"),
+        3: ("status", "SubjectAccessReviewStatus"),
+    },
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "*ResourceAttributes"),
+        2: ("nonResourceAttributes", "*NonResourceAttributes"),
+    },
+    "SelfSubjectRulesReview": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("spec", "SelfSubjectRulesReviewSpec"),
+        3: ("status", "SubjectRulesReviewStatus"),
+    },
+    "SelfSubjectRulesReviewSpec": {
+        1: ("namespace", "string"),
+    },
     "Service": {
         1: ("metadata", "ObjectMeta"),
         2: ("spec", "ServiceSpec"),
@@ -1174,6 +1232,18 @@ MESSAGES: dict[str, dict[int, tuple[str, str]]] = {
         2: ("apiGroup", "string"),
         3: ("name", "string"),
         4: ("namespace", "string"),
+    },
+    "SubjectAccessReviewStatus": {
+        1: ("allowed", "bool"),
+        4: ("denied", "bool"),
+        2: ("reason", "string"),
+        3: ("evaluationError", "string"),
+    },
+    "SubjectRulesReviewStatus": {
+        1: ("resourceRules", "[]ResourceRule"),
+        2: ("nonResourceRules", "[]NonResourceRule"),
+        3: ("incomplete", "bool"),
+        4: ("evaluationError", "string"),
     },
     "SuccessPolicy": {
         1: ("rules", "[]SuccessPolicyRule"),

@@ -84,7 +84,8 @@ def _rt(
 BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _rt("", "Namespace", "namespaces", namespaced=False, short=("ns",), sub=("status", "finalize")),
     _rt("", "Node", "nodes", namespaced=False, short=("no",), sub=("status",)),
-    _rt("", "Pod", "pods", short=("po",), sub=("status", "log", "exec"), categories=("all",)),
+    _rt("", "Pod", "pods", short=("po",), sub=("status", "log", "exec", "portforward"),
+        categories=("all",)),
     _rt("", "Service", "services", short=("svc",), sub=("status",), categories=("all",)),
     _rt("", "Endpoints", "endpoints", short=("ep",)),
     _rt("", "ServiceAccount", "serviceaccounts", short=("sa",)),
@@ -97,6 +98,13 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         categories=("all",)),
     _rt("networking.k8s.io", "Ingress", "ingresses", short=("ing",), sub=("status",)),
     _rt("networking.k8s.io", "IngressClass", "ingressclasses", namespaced=False),
+    # Stored and served like any object (Istio's samples and charts carry them); the embedded
+    # server authorizes every authenticated request (AlwaysAllow), see access_review.py.
+    _rt("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", namespaced=False),
+    _rt("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings",
+        namespaced=False),
+    _rt("rbac.authorization.k8s.io", "Role", "roles"),
+    _rt("rbac.authorization.k8s.io", "RoleBinding", "rolebindings"),
     _rt("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions",
         namespaced=False, short=("crd", "crds"), sub=("status",), categories=("api-extensions",)),
 )

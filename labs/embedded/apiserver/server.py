@@ -1,8 +1,8 @@
 """The HTTP face of the embedded API server (aiohttp).
 
 Parses Kubernetes URLs, authenticates the bearer token, decodes bodies (JSON, YAML, protobuf),
-and turns `ObjectApi` results and `ApiError`s into the responses kubectl expects. Pod `log` and
-`exec` are handed to the runtime through the `PodIO` protocol.
+and turns `ObjectApi` results and `ApiError`s into the responses kubectl expects. Pod `log`,
+`exec` and `portforward` are handed to the runtime through the `PodIO` protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import discovery, tables
+from . import access_review, discovery, metrics_api, tables
 from .api import APPLY_PATCH, ObjectApi, scale_patch
 from .errors import ApiError, bad_request, method_not_allowed, not_found, unauthorized
 from .protobuf import PROTOBUF_CONTENT_TYPE, decode_protobuf_object
@@ -41,8 +41,9 @@ BOOKMARK_INTERVAL_S = 30.0  # kube-apiserver sends one about every minute
 RETURNS_DELETED_OBJECT = frozenset({"/pods", "/services", "/serviceaccounts"})
 
 
-class PodIO(Protocol):
-    """What the runtime provides for `pods/log` and `pods/exec`."""
+class PodIO(metrics_api.MetricsSource, Protocol):
+    """What the runtime provides for `pods/log`, `pods/exec`, `pods/portforward` and
+    `metrics.k8s.io`."""
 
     def log_stream(self, pod: Obj, container: str, *, follow: bool, tail_lines: int | None,
                    previous: bool, since_seconds: int | None, timestamps: bool,
@@ -51,6 +52,8 @@ class PodIO(Protocol):
     async def exec_websocket(self, request: web.Request, pod: Obj, container: str,
                              command: list[str], stdin: bool, tty: bool,
                              ) -> web.StreamResponse: ...
+
+    async def portforward(self, request: web.Request, pod: Obj) -> web.StreamResponse: ...
 
 
 @dataclass
@@ -99,6 +102,12 @@ def _manager(request: web.Request) -> str:
     return manager
 
 
+def _field_validation(request: web.Request) -> str:
+    """`?fieldValidation=`, `Warn` when absent or empty, as kube-apiserver's `fieldValidation()`
+    (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go); kubectl asks for Strict."""
+    return request.query.get("fieldValidation") or "Warn"
+
+
 def _int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw in (None, ""):
@@ -131,6 +140,7 @@ class ApiServer:
 
     def __init__(self, api: ObjectApi, token: str, pod_io: PodIO | None = None) -> None:
         self.api = api
+        access_review.register(api.registry)
         self.token = token
         self.pod_io = pod_io
         self.address = "127.0.0.1:0"
@@ -185,7 +195,9 @@ class ApiServer:
             return await self._group_version(request, "", parts[1], parts[2:])
         if parts[0] == "apis":
             if len(parts) == 1:
-                return _json_response(discovery.api_group_list(self.api.registry))
+                return _json_response(self._api_group_list())
+            if parts[1] == metrics_api.GROUP and self.pod_io is not None:
+                return await self._metrics(request, parts[2:], self.pod_io)
             if len(parts) == 2:
                 versions = self.api.registry.group_versions().get(parts[1])
                 if not versions:
@@ -194,6 +206,25 @@ class ApiServer:
             return await self._group_version(request, parts[1], parts[2], parts[3:])
         raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                        f"({request.method} {request.path})")
+
+    def _api_group_list(self) -> Obj:
+        """The registry's groups, and metrics.k8s.io when a runtime measures pods (as a cluster
+        lists it once metrics-server is installed)."""
+        groups = discovery.api_group_list(self.api.registry)
+        if self.pod_io is not None:
+            groups["groups"].append(metrics_api.api_group())
+        return groups
+
+    async def _metrics(self, request: web.Request, rest: list[str],
+                       source: metrics_api.MetricsSource) -> web.Response:
+        if not rest:
+            return _json_response(metrics_api.api_group())
+        if rest[0] != metrics_api.VERSION:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"(group version {metrics_api.GROUP}/{rest[0]} is not served; "
+                           f"use {metrics_api.GROUP_VERSION})")
+        return _json_response(await metrics_api.serve(self.api, source, request.method,
+                                                      rest[1:], request.query))
 
     def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
         if len(parts) >= 2 and parts[1] == "v3":
@@ -238,10 +269,14 @@ class ApiServer:
             return _json_response(doc)
         target = self._target(group, version, rest)
         method = request.method
+        if target.rt.group == access_review.GROUP:
+            return await self._review(request, target)
         if target.subresource == "log":
             return await self._pod_log(request, target)
         if target.subresource == "exec":
             return await self._pod_exec(request, target)
+        if target.subresource == "portforward":
+            return await self._pod_portforward(request, target)
         if target.subresource == "scale":
             return await self._scale(request, target)
         if not target.name:
@@ -265,7 +300,7 @@ class ApiServer:
             result = self.api.update(
                 target.rt, target.namespace, target.name, body,
                 subresource=target.subresource or None, dry_run=self._dry_run(request),
-                field_validation=request.query.get("fieldValidation", "Strict"),
+                field_validation=_field_validation(request),
                 manager=_manager(request))
             return _json_response(result.object, 200, result.warnings)
         if method == "PATCH":
@@ -273,7 +308,7 @@ class ApiServer:
                 target.rt, target.namespace, target.name, request.content_type,
                 await request.read(), subresource=target.subresource or None,
                 dry_run=self._dry_run(request),
-                field_validation=request.query.get("fieldValidation", "Strict"),
+                field_validation=_field_validation(request),
                 field_manager=(request.query.get("fieldManager")
                                if request.content_type == APPLY_PATCH else _manager(request)),
                 force=_bool(request, "force"))
@@ -344,9 +379,19 @@ class ApiServer:
         body = await self._read_object(request)
         result = self.api.create(target.rt, target.namespace, body,
                                  dry_run=self._dry_run(request),
-                                 field_validation=request.query.get("fieldValidation", "Strict"),
+                                 field_validation=_field_validation(request),
                                  manager=_manager(request))
         return _json_response(result.object, 201, result.warnings)
+
+    async def _review(self, request: web.Request, target: Target) -> web.Response:
+        """An access review: answered, never stored (POST to the collection only)."""
+        if request.method != "POST" or target.name:
+            raise method_not_allowed(f"{request.method} is not allowed on {target.rt.plural}: "
+                                     "only create (POST to the collection)")
+        result = self.api.decode(target.rt, await self._read_object(request),
+                                 _field_validation(request))
+        return _json_response(access_review.answer(target.rt, result.object), 201,
+                              result.warnings)
 
     async def _delete(self, request: web.Request, target: Target) -> web.Response:
         options: Obj = {}
@@ -454,6 +499,13 @@ class ApiServer:
             raise ApiError(503, "ServiceUnavailable", "no runtime is attached to this server")
         return await self.pod_io.exec_websocket(request, pod, container, command,
                                                 _bool(request, "stdin"), _bool(request, "tty"))
+
+    async def _pod_portforward(self, request: web.Request, target: Target
+                               ) -> web.StreamResponse:
+        pod = self.api.get(target.rt, target.namespace, target.name)
+        if self.pod_io is None:
+            raise ApiError(503, "ServiceUnavailable", "no runtime is attached to this server")
+        return await self.pod_io.portforward(request, pod)
 
     @staticmethod
     def _container(pod: Obj, requested: str | None, verb: str) -> str:

@@ -13,35 +13,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ...duration import human_duration
 from .objects import parse_time
 from .resources import PrinterColumn, ResourceType
 
 Obj = dict[str, Any]
 Column = tuple[str, str, int, Callable[[Obj], Any]]  # name, type, priority, cell function
-
-
-def human_duration(seconds: float) -> str:
-    """Kubernetes' `duration.HumanDuration`, as the AGE column shows it."""
-    s = int(seconds)
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = minutes // 60
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    return f"{hours // 24 // 365}y"
 
 
 def age(timestamp: str | None) -> str:
@@ -145,8 +122,23 @@ def _condition_status(obj: Obj, ctype: str) -> str:
     return "Unknown"
 
 
+def _subjects(obj: Obj, kind: str) -> str:
+    """`rbac.SubjectsStrings`: users and groups by name, service accounts as namespace/name."""
+    names = [f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount"
+             else s.get("name", "") for s in obj.get("subjects") or [] if s.get("kind") == kind]
+    return ", ".join(names)
+
+
 NAME: Column = ("Name", "string", 0, lambda o: _meta(o).get("name", ""))
 AGE: Column = ("Age", "string", 0, _age)
+CREATED_AT: Column = ("Created At", "date", 0, lambda o: _meta(o).get("creationTimestamp", ""))
+# kubernetes pkg/printers/internalversion/printers.go: roleBindingsColumnDefinitions
+BINDING_COLUMNS: list[Column] = [
+    NAME, ("Role", "string", 0, lambda o: f"{o.get('roleRef', {}).get('kind', '')}/"
+                                          f"{o.get('roleRef', {}).get('name', '')}"),
+    AGE, ("Users", "string", 1, lambda o: _subjects(o, "User")),
+    ("Groups", "string", 1, lambda o: _subjects(o, "Group")),
+    ("ServiceAccounts", "string", 1, lambda o: _subjects(o, "ServiceAccount"))]
 
 BUILTIN_COLUMNS: dict[str, list[Column]] = {
     "/pods": [NAME, ("Ready", "string", 0, _pod_ready), ("Status", "string", 0, _pod_status),
@@ -214,8 +206,11 @@ BUILTIN_COLUMNS: dict[str, list[Column]] = {
     "networking.k8s.io/ingressclasses": [
         NAME, ("Controller", "string", 0, lambda o: o.get("spec", {}).get("controller", "")),
         ("Parameters", "string", 0, lambda o: "<none>"), AGE],
-    "apiextensions.k8s.io/customresourcedefinitions": [
-        NAME, ("Created At", "date", 0, lambda o: _meta(o).get("creationTimestamp", ""))],
+    "apiextensions.k8s.io/customresourcedefinitions": [NAME, CREATED_AT],
+    "rbac.authorization.k8s.io/roles": [NAME, CREATED_AT],
+    "rbac.authorization.k8s.io/clusterroles": [NAME, CREATED_AT],
+    "rbac.authorization.k8s.io/rolebindings": BINDING_COLUMNS,
+    "rbac.authorization.k8s.io/clusterrolebindings": BINDING_COLUMNS,
 }
 
 

@@ -26,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from labs.embedded.paths import write_private
 
 from .state import TRUST_DOMAIN, ProxyFiles, spiffe_id
-from .xds.tls import CERT_SECRET, ROOT_SECRET
+from .xds.tls import CERT_SECRET, ROOT_SECRET, pem_source
 
 Obj = dict[str, Any]
 ROOT_LIFETIME = dt.timedelta(days=3650)
@@ -220,11 +220,11 @@ class MeshCA:
         the root file is left alone when unchanged (an identical rewrite still reloads)."""
         write_private(files.cert_sds, _sds({
             "name": CERT_SECRET,
-            "tls_certificate": {"certificate_chain": {"inline_string": cert.cert_pem},
-                                "private_key": {"inline_string": cert.key_pem}},
+            "tls_certificate": {"certificate_chain": pem_source(cert.cert_pem),
+                                "private_key": pem_source(cert.key_pem)},
         }))
         root = _sds({"name": ROOT_SECRET,
-                     "validation_context": {"trusted_ca": {"inline_string": self.root_pem}}})
+                     "validation_context": {"trusted_ca": pem_source(self.root_pem)}})
         try:
             unchanged = files.root_sds.read_text() == root
         except OSError:

@@ -63,10 +63,13 @@ def envoy_command(bootstrap: Path, admin_log: Path | None = None) -> list[str]:
     return argv
 
 
-def bootstrap(node_id: str, cluster: str, admin_port: int, files: ProxyFiles) -> Obj:
+def bootstrap(node_id: str, cluster: str, admin_port: int, files: ProxyFiles,
+              static_resources: Obj | None = None) -> Obj:
     """The bootstrap of one Envoy: admin on 127.0.0.1:`admin_port`, LDS and CDS from `files`
-    (routes come from `files.rds`, which the listeners the control plane writes refer to)."""
-    return {
+    (routes come from `files.rds`, which the listeners the control plane writes refer to), plus
+    `static_resources` (listeners and clusters that exist from the start, e.g. a sidecar's
+    Prometheus and status listeners)."""
+    config: Obj = {
         "node": {"id": node_id, "cluster": cluster},
         "admin": {"address": {"socket_address": {"address": ADDRESS, "port_value": admin_port}}},
         "dynamic_resources": {"lds_config": file_config_source(files.lds),
@@ -80,6 +83,9 @@ def bootstrap(node_id: str, cluster: str, admin_port: int, files: ProxyFiles) ->
             "typed_config": {"@type": DOWNSTREAM_CONNECTIONS,
                              "max_active_downstream_connections": MAX_CONNECTIONS}}]},
     }
+    if static_resources:
+        config["static_resources"] = static_resources
+    return config
 
 
 def _create_exclusive(path: Path, text: str) -> None:

@@ -12,49 +12,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from string import Template
 from typing import Any
-
-import yaml
-
-from labs.versions import version
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
+from .install import MANIFESTS, install_manifest
 from .mesh_classes import install_classes
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "istio-ingressgateway.yaml"
+MANIFEST = MANIFESTS / "istio-ingressgateway.yaml"
 GATEWAY_SERVICE = ("istio-system", "istio-ingressgateway")
 LOAD_BALANCER_INGRESS = [{"ip": "127.0.0.1", "ipMode": "VIP"}]
 
 
-def gateway_objects(path: Path = MANIFEST) -> list[Obj]:
-    """The manifest's objects with the pinned Istio version filled in."""
-    text = Template(path.read_text()).safe_substitute(ISTIO_VERSION=version("ISTIO_VERSION"))
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
 def install_ingress_gateway(api: ObjectApi, path: Path = MANIFEST) -> int:
     """Create what is missing of the ingress gateway; returns how many objects were created."""
-    created = 0
-    for obj in gateway_objects(path):
-        rt = api.registry.by_kind(obj["apiVersion"], obj["kind"])
-        if rt is None:
-            raise RuntimeError(f"{path}: the embedded API server does not serve "
-                               f"{obj['apiVersion']} {obj['kind']}")
-        meta = obj["metadata"]
-        namespace = meta.get("namespace", "") if rt.namespaced else ""
-        if api.find(rt, namespace, meta["name"]) is not None:
-            continue
-        try:
-            api.create(rt, namespace, obj, validate=False)
-        except ApiError as err:  # e.g. istio-system is being deleted: the cluster still runs
-            log.error("the ingress gateway's %s %s was not created: %s", obj["kind"],
-                      meta["name"], err.message)
-            continue
-        created += 1
+    created = install_manifest(api, path)
     publish_load_balancer(api)
     return created + install_classes(api)
 

@@ -1,43 +1,65 @@
-"""A real Prometheus for the embedded cluster, so the course's PromQL works unchanged.
+"""A real Prometheus for the embedded cluster, as Istio's `prometheus` addon, so the course's
+PromQL and Istio's commands (`kubectl -n istio-system port-forward svc/prometheus 9090:9090`,
+`istioctl dashboard prometheus`) work unchanged.
 
-When a `prometheus` binary is on PATH (Debian/Ubuntu: `apt-get install prometheus`), the daemon
-starts it with the cluster: it scrapes the telemetry server (Istio's standard metrics) and the
-Envoy admin `/stats/prometheus` of every sidecar and gateway (istio-ingressgateway), once a
-second, listening on 127.0.0.1 only. The proxy targets are a file_sd file rewritten
-(atomically, only on change) after each control plane pass; Prometheus watches it. Without a
-binary nothing starts and `prometheus_missing_hint()` says how to get one.
+The cluster installs the addon (labs/manifests/prometheus.yaml, from istio/istio
+samples/addons/prometheus.yaml) into istio-system. Its `prom/prometheus` container runs this
+module (`python -m labs.embedded.mesh.prometheus --binary B --port P`), which writes a scrape
+configuration into the container's directory and becomes (`execv`) the host's real `prometheus`
+binary, listening on 127.0.0.1 at the pod's host port for 9090, so the container's process,
+logs and memory are Prometheus' own. The configuration scrapes, once a second, two file_sd
+target lists the control plane keeps in that directory (`PrometheusTargets`, an observer of
+every pass, rewriting a file atomically and only on change): the telemetry server (Istio's
+standard metrics) and the Envoy admin `/stats/prometheus` of every sidecar and gateway. Upstream
+discovers the same targets with kubernetes_sd, which cannot see pods that are host processes.
+
+Without a `prometheus` binary on the daemon's PATH the container prints
+`prometheus_missing_hint()` to its log and exits 1 (CrashLoopBackOff), and the pod's `Simulated`
+event is a Warning with the same hint; the rest of the cluster runs as usual. The daemon
+publishes the addon pod's host port as `prometheus` in its endpoint.json.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import json
 import logging
+import os
 import shutil
-import time
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..runtime.process import start_helper, stop_helper
-from .state import MeshState, proxy_ports, workload_name
+from ..apps.catalog import repository
+from ..apps.http import add_port_option
+from .state import MeshState, host_ports, pod_dir_name, proxy_ports, workload_name
 from .writer import write_atomic
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 BINARY = "prometheus"
+IMAGE_REPOSITORY = "prom/prometheus"  # the addon's image, any registry and tag
+# the addon's pod: namespace, the label `istioctl dashboard prometheus` selects it by, its port
+ADDON_NAMESPACE = "istio-system"
+ADDON_LABEL = ("app.kubernetes.io/name", "prometheus")
+SERVER_PORT = 9090
 SCRAPE_INTERVAL = "1s"
 RETENTION = "1d"
-READY_TIMEOUT = 20.0
-STOP_GRACE = 5.0
+TARGETS_DIR = "targets"
+TELEMETRY_TARGETS = "telemetry.json"
+ENVOY_TARGETS = "envoy.json"
+CONFIG_FILE = "prometheus.yml"
+DATA_DIR = "data"
 
 
 class PrometheusError(RuntimeError):
-    """Prometheus is not there, did not start, or rejected a query."""
+    """Prometheus is not there, or rejected a query."""
 
 
 def prometheus_binary() -> str | None:
@@ -45,24 +67,32 @@ def prometheus_binary() -> str | None:
 
 
 def prometheus_missing_hint() -> str:
-    return ("no `prometheus` binary on PATH, so the embedded cluster runs without a Prometheus "
-            "server (the metrics are still at the telemetry server's /metrics). To get PromQL: "
-            "on Debian/Ubuntu run `sudo apt-get install prometheus` (then `sudo systemctl "
-            "disable --now prometheus` if you do not want the system service); elsewhere "
-            "download a release from https://prometheus.io/download/ and put the `prometheus` "
-            "binary on PATH. Then restart the cluster: `meshlab down && meshlab up`.")
+    return ("no `prometheus` binary on the embedded cluster's PATH, so the Prometheus addon "
+            "(istio-system/prometheus) cannot run (the mesh metrics are still at the telemetry "
+            "server's /metrics). To get PromQL: on Debian/Ubuntu run `sudo apt-get install "
+            "prometheus` (then `sudo systemctl disable --now prometheus` if you do not want the "
+            "system service); elsewhere download a release from https://prometheus.io/download/ "
+            "and put the `prometheus` binary on PATH. Then restart the cluster (`meshlab down && "
+            "meshlab up`) or, if the binary is on the PATH the cluster started with, the pod: "
+            "`kubectl -n istio-system delete pod -l app.kubernetes.io/name=prometheus`.")
 
 
-def scrape_config(telemetry_port: int, targets_file: Path) -> Obj:
+def scrape_config(targets_dir: Path) -> Obj:
+    """What the addon's Prometheus scrapes: both target lists are file_sd files in
+    `targets_dir`, which the control plane rewrites."""
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "scrape_configs": [
             {"job_name": "istio-mesh", "metrics_path": "/metrics",
-             "static_configs": [{"targets": [f"127.0.0.1:{telemetry_port}"]}]},
+             "file_sd_configs": [{"files": [str(targets_dir / TELEMETRY_TARGETS)]}]},
             {"job_name": "envoy-stats", "metrics_path": "/stats/prometheus",
-             "file_sd_configs": [{"files": [str(targets_file)]}]},
+             "file_sd_configs": [{"files": [str(targets_dir / ENVOY_TARGETS)]}]},
         ],
     }
+
+
+def telemetry_targets(telemetry_port: int) -> list[Obj]:
+    return [{"targets": [f"127.0.0.1:{telemetry_port}"]}]
 
 
 def proxy_targets(state: MeshState) -> list[Obj]:
@@ -84,86 +114,129 @@ def proxy_targets(state: MeshState) -> list[Obj]:
     return sorted(groups, key=lambda g: (g["labels"]["namespace"], g["labels"]["pod"]))
 
 
-class PrometheusServer:
-    """Runs Prometheus on 127.0.0.1:`port` with its data in `<state_dir>/prometheus`."""
+def server_containers(state: MeshState) -> list[tuple[Obj, str]]:
+    """(pod, container name) of every running `prom/prometheus` container whose pod the
+    runtime has admitted (its host ports are allocated, so its directory is about to exist)."""
+    found = []
+    for pod in state.pods:
+        if pod["metadata"].get("deletionTimestamp") or not host_ports(pod):
+            continue
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            if repository(container.get("image", "")) == IMAGE_REPOSITORY:
+                found.append((pod, container["name"]))
+    return found
 
-    def __init__(self, state_dir: Path, port: int, telemetry_port: int,
-                 binary: str | None = None) -> None:
-        self.dir = Path(state_dir) / "prometheus"
-        self.port = port
+
+def addon_port(state: MeshState) -> int | None:
+    """The host port of the addon pod's 9090 (the newest pod, during a re-creation)."""
+    key, value = ADDON_LABEL
+    pods = [pod for pod, _ in server_containers(state)
+            if pod["metadata"].get("namespace") == ADDON_NAMESPACE
+            and (pod["metadata"].get("labels") or {}).get(key) == value
+            and str(SERVER_PORT) in host_ports(pod)]
+    if not pods:
+        return None
+    newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    return host_ports(newest)[str(SERVER_PORT)]
+
+
+def _dump(groups: list[Obj]) -> str:
+    return json.dumps(groups, indent=1) + "\n"
+
+
+class PrometheusTargets:
+    """A control-plane observer: keeps the target files of every Prometheus container current,
+    and knows the addon's port (`port`), calling `on_change` when it changes."""
+
+    def __init__(self, pods_dir: Path, telemetry_port: int) -> None:
+        self.pods_dir = Path(pods_dir)
         self.telemetry_port = telemetry_port
-        self.binary = binary or prometheus_binary()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._targets_text: str | None = None
+        self.port: int | None = None
+        self.on_change: Callable[[], None] | None = None
+        self._written: dict[Path, str] = {}
 
-    @property
-    def targets_file(self) -> Path:
-        return self.dir / "targets" / "envoy.json"
+    def targets_dir(self, pod: Obj, container: str) -> Path:
+        """Inside the container's directory (the runtime's pod directory / container name)."""
+        return self.pods_dir / pod_dir_name(pod) / container / TARGETS_DIR
 
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "prometheus.yml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "prometheus.log"
-
-    def update_targets(self, state: MeshState) -> None:
-        """Rewrite the sidecar targets when they changed (a control-plane observer)."""
-        text = json.dumps(proxy_targets(state), indent=1) + "\n"
-        if text != self._targets_text:
-            write_atomic(self.targets_file, text)
-            self._targets_text = text
-
-    async def start(self) -> None:
-        """Start Prometheus and wait until it is ready to answer queries."""
-        if self.binary is None:
-            raise PrometheusError(prometheus_missing_hint())
-        config = scrape_config(self.telemetry_port, self.targets_file)
-
-        def prepare() -> None:
-            (self.dir / "data").mkdir(parents=True, exist_ok=True)
-            if self._targets_text is None:
-                self._targets_text = "[]\n"
-                write_atomic(self.targets_file, self._targets_text)
-            write_atomic(self.config_file, yaml.safe_dump(config, sort_keys=False))
-        await asyncio.to_thread(prepare)
-        self._proc = await start_helper(
-            [self.binary, f"--config.file={self.config_file}",
-             f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--storage.tsdb.retention.time={RETENTION}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            self.log_path)
-        await self._until_ready()
-        log.info("Prometheus serving on 127.0.0.1:%d", self.port)
-
-    async def _until_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        url = f"http://127.0.0.1:{self.port}/-/ready"
-        while True:
-            assert self._proc is not None
-            if self._proc.returncode is not None or time.monotonic() > deadline:
-                await self.stop()
-                raise PrometheusError(
-                    f"Prometheus did not become ready on 127.0.0.1:{self.port}; see "
-                    f"{self.log_path}")
-            if await asyncio.to_thread(_answers, url):
-                return
-            await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await stop_helper(proc, STOP_GRACE)
+    def update(self, state: MeshState) -> None:
+        files = {TELEMETRY_TARGETS: _dump(telemetry_targets(self.telemetry_port)),
+                 ENVOY_TARGETS: _dump(proxy_targets(state))}
+        written: dict[Path, str] = {}
+        for pod, container in server_containers(state):
+            for name, text in files.items():
+                path = self.targets_dir(pod, container) / name
+                if self._written.get(path) != text:
+                    write_atomic(path, text)
+                written[path] = text
+        self._written = written
+        port = addon_port(state)
+        if port != self.port:
+            self.port = port
+            if self.on_change is not None:
+                self.on_change()
 
 
-def _answers(url: str) -> bool:
+# -- the prometheus-server container -------------------------------------------------------
+
+def twin_argv(binary: str | None) -> Callable[[list[int]], list[str]]:
+    """The container's command line for its host ports (the twin's `argv`); `binary` is the
+    `prometheus` the daemon found on its PATH, None when there is none."""
+    def argv(ports: list[int]) -> list[str]:
+        command = [sys.executable, "-I", "-m", __name__]
+        if binary is not None:
+            command += ["--binary", binary]
+        return [*command, *(a for p in ports for a in ("--port", str(p)))]
+    return argv
+
+
+def _create_empty(path: Path) -> None:
+    """`[]` in `path` unless the control plane has written it already: written aside and
+    linked in, so Prometheus never reads a half-written file and nothing is overwritten."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("[]\n")
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
+
+def prepare(home: Path, binary: str, port: int) -> list[str]:
+    """Write the configuration (and empty target lists, until the control plane writes them)
+    into the container's directory; returns the Prometheus command line."""
+    targets = home / TARGETS_DIR
+    targets.mkdir(parents=True, exist_ok=True)
+    (home / DATA_DIR).mkdir(exist_ok=True)
+    for name in (TELEMETRY_TARGETS, ENVOY_TARGETS):
+        _create_empty(targets / name)
+    write_atomic(home / CONFIG_FILE, yaml.safe_dump(scrape_config(targets), sort_keys=False))
+    return [binary, f"--config.file={home / CONFIG_FILE}",
+            f"--storage.tsdb.path={home / DATA_DIR}",
+            f"--storage.tsdb.retention.time={RETENTION}",
+            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `prom/prometheus` container: configure, then become Prometheus."""
+    parser = argparse.ArgumentParser(prog="prometheus-server", description=main.__doc__)
+    parser.add_argument("--binary", help="the prometheus binary; absent when the daemon "
+                        "found none on its PATH")
+    add_port_option(parser)
+    args = parser.parse_args(argv)
+    if not args.binary:
+        sys.exit(f"prometheus-server: cannot start: {prometheus_missing_hint()}")
+    if not args.port:
+        sys.exit("prometheus-server: the container declares no TCP containerPort to listen on; "
+                 f"declare `ports: [{{containerPort: {SERVER_PORT}}}]` as the addon does")
+    home = Path(os.environ.get("HOME") or os.getcwd()).resolve()
+    command = prepare(home, args.binary, args.port[0])
+    sys.stdout.flush()
+    os.execv(args.binary, command)
+
+
+# -- queries -------------------------------------------------------------------------------
 
 def query(promql: str, port: int, timeout: float = 10) -> list[Obj]:
     """Run an instant PromQL query against the cluster's Prometheus; returns the `result`
@@ -181,7 +254,12 @@ def query(promql: str, port: int, timeout: float = 10) -> list[Obj]:
     except (OSError, ValueError) as err:
         raise PrometheusError(
             f"Prometheus on 127.0.0.1:{port} did not answer ({err}); is the cluster up "
-            "(`meshlab status`)?") from None
+            "(`meshlab status`) and the addon's pod Ready (`kubectl get pods -n "
+            "istio-system`)?") from None
     if body.get("status") != "success":
         raise PrometheusError(f"PromQL {promql!r} failed: {body.get('error', body)}")
     return list(body["data"]["result"])
+
+
+if __name__ == "__main__":
+    main()

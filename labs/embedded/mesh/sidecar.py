@@ -1,25 +1,44 @@
 """What the `istio-proxy` container runs: write this sidecar's Envoy bootstrap, then become Envoy.
 
 The runtime passes the proxy's ports in the environment; HOME is the container's directory and
-the control plane writes the proxy's listeners, clusters and routes into `$HOME/xds`. The process
-replaces itself with Envoy (`execv`), so the container's pid is Envoy's, stopping the container
-stops Envoy, and Envoy's stdout (the access log) is the container's log.
+the control plane writes the proxy's listeners, clusters and routes into `$HOME/xds`. Like
+Istio's bootstrap (istio/istio tools/packaging/common/envoy_bootstrap.json) the Envoy serves,
+from its start, `/stats/prometheus` on the pod's port 15090 (its admin stats, through the static
+cluster `prometheus_stats`) and pilot-agent's status port 15020: `/stats/prometheus` (Envoy's
+stats only: there is no agent process whose metrics or app metrics it could merge) and
+`/healthz/ready`, forwarded to the 15021 health listener the control plane writes once the proxy
+is configured (in Istio it is 15021 that forwards to the agent; the answer is the same).
+
+The process replaces itself with Envoy (`execv`), so the container's pid is Envoy's, stopping the
+container stops Envoy, and Envoy's stdout (the access log) is the container's log.
 
     python -m labs.embedded.mesh.sidecar
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from .envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
-from .state import TRUST_DOMAIN, ProxyFiles
+from .state import TRUST_DOMAIN, Obj, ProxyFiles
+from .xds.listeners import http_connection_manager, router, socket_address
 
 ADMIN_PORT_ENV = "MESHLAB_PROXY_ADMIN_PORT"
 OUTBOUND_PORT_ENV = "MESHLAB_PROXY_OUTBOUND_PORT"
+# The pod's {containerPort: hostPort} (annotation meshlab.dev/host-ports), as JSON.
+HOST_PORTS_ENV = "MESHLAB_HOST_PORTS"
+# The sidecar's well-known ports (Istio's "Ports used by Istio"): the Envoy admin, on the pod's
+# localhost only, and the ports it serves on the pod's address, which the runtime gives host
+# ports like any container port.
+ADMIN_PORT = 15000
+AGENT_PORT = 15020  # pilot-agent: merged Prometheus stats, /healthz/ready
+STATUS_PORT = 15021  # /healthz/ready, the sidecar's readiness probe
+PROMETHEUS_PORT = 15090  # Envoy's /stats/prometheus
+POD_PORTS = (AGENT_PORT, STATUS_PORT, PROMETHEUS_PORT)
 # Istio's service cluster (APP_LABEL_AND_NAMESPACE): the `app` label, else the workload name;
 # Zipkin service names are `<this>.<namespace>`, e.g. `productpage.default`.
 SERVICE_CLUSTER_ENV = "MESHLAB_SERVICE_CLUSTER"
@@ -62,6 +81,44 @@ def _port(env: Mapping[str, str], name: str) -> int:
     return int(raw)
 
 
+def _static_cluster(name: str, port: int) -> Obj:
+    return {"name": name, "type": "STATIC", "connect_timeout": "0.250s",
+            "load_assignment": {"cluster_name": name, "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}]}}
+
+
+def _static_listener(name: str, port: int, routes: list[Obj]) -> Obj:
+    route_config = {"virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": routes}]}
+    hcm = http_connection_manager(name, {"route_config": route_config}, [router()])
+    return {"name": name, "address": socket_address(port), "filter_chains": [{"filters": [hcm]}]}
+
+
+def status_resources(admin: int, host_ports: Mapping[str, int]) -> Obj:
+    """The bootstrap's static listeners on the host ports of the pod's 15090 and 15020 (those
+    the runtime allocated), as envoy_bootstrap.json writes them for 15090 and 15021."""
+    stats = {"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": "prometheus_stats"}}
+    clusters, listeners = [_static_cluster("prometheus_stats", admin)], []
+    if prometheus := host_ports.get(str(PROMETHEUS_PORT)):
+        listeners.append(_static_listener("stats", prometheus, [stats]))
+    if agent := host_ports.get(str(AGENT_PORT)):
+        routes = [stats]
+        if health := host_ports.get(str(STATUS_PORT)):
+            clusters.append(_static_cluster("status", health))
+            routes.append({"match": {"prefix": "/healthz/ready"}, "route": {"cluster": "status"}})
+        listeners.append(_static_listener("agent", agent, routes))
+    return {"listeners": listeners, "clusters": clusters}
+
+
+def _host_ports(env: Mapping[str, str]) -> dict[str, int]:
+    raw = env.get(HOST_PORTS_ENV) or "{}"
+    try:
+        ports = json.loads(raw)
+        return {str(k): int(v) for k, v in ports.items()}
+    except (ValueError, TypeError, AttributeError):
+        raise SidecarConfigError(f"{HOST_PORTS_ENV}={raw!r} is not a JSON object of "
+                                 "container port -> host port") from None
+
+
 def prepare(env: Mapping[str, str]) -> list[str]:
     """Write the bootstrap and empty xDS files; return the Envoy command line to run."""
     admin = _port(env, ADMIN_PORT_ENV)
@@ -76,7 +133,8 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     write_empty_xds(files)
     path = home / BOOTSTRAP_FILE
     cluster = f"{env.get(SERVICE_CLUSTER_ENV) or pod}.{namespace}"
-    write_bootstrap(path, bootstrap(node_id(pod, namespace, proxy_type), cluster, admin, files))
+    write_bootstrap(path, bootstrap(node_id(pod, namespace, proxy_type), cluster, admin, files,
+                                    status_resources(admin, _host_ports(env))))
     print(f"{proxy_type} for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
           f"proxy on 127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",
           flush=True)

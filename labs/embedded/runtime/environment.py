@@ -4,9 +4,9 @@ Order and precedence follow the kubelet: `envFrom` sources, then `env` entries (
 expansion), then the Docker-links style service variables for names not already set. On top of a
 minimal clean base (PATH, HOME = the container's working directory, LANG, HOSTNAME = pod name) the
 runtime adds MESHLAB_POD_NAME / MESHLAB_POD_NAMESPACE / MESHLAB_POD_UID for the built-in twins,
-the pod's network settings (`http_proxy` …, see network.py) and, first on PATH, the directory of
-the commands its images provide. POD_NAME and friends are not automatic, as on a real cluster:
-use `fieldRef`.
+the pod's network settings (`http_proxy` …, its `localhost` map: see network.py) and, first on
+PATH, the directory of the commands its images provide. POD_NAME and friends are not automatic,
+as on a real cluster: use `fieldRef`.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class PodWorker:
                 restart_policy=policy, previous=previous.get(container["name"]),
                 network=network.network_env(self.pod, self._ports, container, forwarder),
                 bin_dir=bin_dir)
-            network.prepare_home(item.workdir, self._ports.meshed, forwarder)
+            network.prepare_home(item.workdir, self._ports, forwarder)
             return item
 
         for container in spec.get("initContainers") or []:

@@ -1,4 +1,5 @@
-"""The embedded cluster's kubelet: watches pods, runs them as local processes, serves logs/exec.
+"""The embedded cluster's kubelet: watches pods, runs them as local processes, serves logs, exec,
+port-forward and the containers' CPU and memory (metrics.k8s.io).
 
 `PodRuntime` implements the API server's `PodIO` protocol; the daemon runs `run()` as a task and
 awaits `shutdown()` when it stops.
@@ -18,8 +19,10 @@ from aiohttp import web
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError, bad_request
+from ..apiserver.metrics_api import Usage, Window
+from ..apps import localhost
 from . import exec as exec_stream
-from . import logs
+from . import logs, portforward, usage
 from .context import GRACE_CAP, RuntimeContext
 from .node import register_node
 from .pod import TERMINAL, PodWorker
@@ -42,6 +45,7 @@ class PodRuntime:
         self._workers: dict[str, PodWorker] = {}  # by pod uid
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._meter = usage.UsageMeter()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -160,3 +164,33 @@ class PodRuntime:
         return await exec_stream.exec_websocket(request, worker.exec_command(command),
                                                 runner.env, runner.workdir, stdin, tty,
                                                 runner.exec_pids)
+
+    async def portforward(self, request: web.Request, pod: Obj) -> web.StreamResponse:
+        """`pods/portforward`: forward to ports of the pod's `localhost` (its port map, which
+        every container of the pod carries in its environment)."""
+        worker = self._worker(pod)
+        if worker is None or pod.get("status", {}).get("phase") in TERMINAL:
+            raise ApiError(400, "BadRequest", "unable to upgrade connection: pod does not exist")
+        envs = [r.env for r in worker.runners.values() if r.env is not None]
+        ports = localhost.pod_localhost(envs[0]) if envs else {}
+        return await portforward.portforward_stream(
+            request, portforward.PortForwarder(pod, ports))
+
+    # -- MetricsSource -------------------------------------------------------------------
+    async def pod_usage(self, pods: list[Obj]) -> tuple[Window, dict[str, dict[str, Usage]]]:
+        """Each running container's processes: its main process's session and its exec
+        sessions (exec'd processes run in the container's cgroup on a real node)."""
+        groups: dict[str, dict[str, list[int]]] = {}
+        for pod in pods:
+            worker = self._worker(pod)
+            spec = pod.get("spec", {})
+            for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+                runner = worker.runner(container["name"]) if worker else None
+                if runner is not None and runner.process is not None and runner.running:
+                    groups.setdefault(pod["metadata"]["uid"], {})[runner.name] = [
+                        runner.process.pid, *runner.exec_pids]
+        return await self._meter.containers(groups)
+
+    async def node_usage(self) -> tuple[Window, dict[str, Usage]]:
+        window, node = await self._meter.node()
+        return window, {self.ctx.node_name: node}

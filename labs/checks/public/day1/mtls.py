@@ -5,7 +5,7 @@ STRICT in bookinfo; meshed callers keep working, and a client outside the mesh (
 from __future__ import annotations
 
 from labs.checks.context import CheckContext
-from labs.checks.model import Outcome, Retry, failed, passed
+from labs.checks.model import Outcome, Retry, Status, failed, passed
 from labs.checks.public.day1 import NAMESPACE, describe
 from labs.checks.registry import check
 from labs.course import manifest
@@ -36,12 +36,17 @@ def strict_namespace(ctx: CheckContext) -> Outcome:
     return passed()
 
 
-@check("day1.mtls.meshed-call", "a meshed workload (productpage) still reaches details",
+@check("day1.mtls.meshed-call",
+       "with STRICT in place, a meshed workload (productpage) still reaches details",
        retry=SETTLE,
        hint=f"check both sides have sidecars (`kubectl -n {NAMESPACE} get pods`: 2/2) and no "
             "DestinationRule disables TLS (trafficPolicy.tls.mode: DISABLE) for details",
        anchor="4-·-After")
 def meshed_call(ctx: CheckContext) -> Outcome:
+    """Worth points only once STRICT is there: before, every call works without any work."""
+    strict = strict_namespace(ctx)
+    if strict.status is not Status.PASS:
+        return failed(f"not yet: {strict.reason}; this check proves meshed calls survive STRICT")
     result = ctx.probe(DETAILS_URL, from_workload="productpage-v1", namespace=NAMESPACE,
                        n=REQUESTS, max_time=10)
     return passed() if result.fraction(200) == 1.0 else failed(describe(result))

@@ -39,7 +39,7 @@ from .listeners import (
 )
 from .observability import sidecar_access_logs, telemetry_clusters, tracing
 from .routes import hash_lookup
-from .tls import file_config_source
+from .tls import file_config_source, pem_source
 from .values import ConfigError
 from .virtualservice import RouteContext, bound_gateways, vs_hosts, vs_routes
 
@@ -75,8 +75,8 @@ def credential_sds_text(secret: Obj) -> str:
         raise ValueError(f"{where}: tls.crt and tls.key must be base64 PEM") from None
     return json.dumps({"resources": [{
         "@type": SECRET_TYPE, "name": f"kubernetes://{meta['name']}",
-        "tls_certificate": {"certificate_chain": {"inline_string": cert},
-                            "private_key": {"inline_string": key}}}]}, indent=1) + "\n"
+        "tls_certificate": {"certificate_chain": pem_source(cert),
+                            "private_key": pem_source(key)}}]}, indent=1) + "\n"
 
 
 def _simple_tls(server: Obj) -> str | None:

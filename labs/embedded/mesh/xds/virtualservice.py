@@ -404,10 +404,12 @@ def _mirror_fraction(http: Obj, where: str) -> float | None:
 
 
 def retry_policy(retries: Obj | None, consistent_hash: bool, where: str) -> Obj | None:
-    """Istio's retry policy: its default (2 retries on connection failures and 503) when no
-    `retries` is given; `attempts: 0` turns retries off."""
+    """Istio's retry policy (pilot/pkg/networking/core/route/retry/retry.go, 1.30): by default
+    2 retries on connection failures, refused streams and gRPC `unavailable`/`cancelled`, but
+    not on a 503 — since Istio 1.24 (istio/istio#52111) `retriable-status-codes` comes with no
+    codes unless `retryOn` names some; `attempts: 0` turns retries off."""
     out: Obj = {"retry_on": DEFAULT_RETRY_ON, "num_retries": 2,
-                "retriable_status_codes": [503], "host_selection_retry_max_attempts": 5}
+                "host_selection_retry_max_attempts": 5}
     if not consistent_hash:
         out["retry_host_predicate"] = [PREVIOUS_HOSTS]
     if retries is None:
@@ -427,7 +429,6 @@ def retry_policy(retries: Obj | None, consistent_hash: bool, where: str) -> Obj 
         if codes and "retriable-status-codes" not in conditions:
             conditions.append("retriable-status-codes")
         out["retry_on"] = ",".join(conditions)
-        out.pop("retriable_status_codes")
         if codes:
             out["retriable_status_codes"] = codes
     if retries.get("perTryTimeout") is not None:

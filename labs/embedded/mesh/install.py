@@ -1,0 +1,59 @@
+"""Create a course manifest's objects at cluster start, as `istioctl install` or
+`kubectl apply -f samples/addons/...` would have on a real cluster.
+
+Each object is created only when absent, so a learner's edits survive a daemon restart, and
+`${ISTIO_VERSION}` is filled in from cluster-setup/versions.env.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from labs.versions import version
+
+from ..apiserver.api import ObjectApi
+from ..apiserver.errors import ApiError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+# Istio's addons (samples/addons) the embedded cluster installs, as a course's setup would
+ADDONS = (MANIFESTS / "prometheus.yaml",)
+
+
+def manifest_objects(path: Path) -> list[Obj]:
+    """The manifest's objects with the pinned Istio version filled in."""
+    text = Template(path.read_text()).safe_substitute(ISTIO_VERSION=version("ISTIO_VERSION"))
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def install_manifest(api: ObjectApi, path: Path) -> int:
+    """Create what is missing of the manifest's objects; returns how many were created."""
+    created = 0
+    for obj in manifest_objects(path):
+        rt = api.registry.by_kind(obj["apiVersion"], obj["kind"])
+        if rt is None:
+            raise RuntimeError(f"{path}: the embedded API server does not serve "
+                               f"{obj['apiVersion']} {obj['kind']}")
+        meta = obj["metadata"]
+        namespace = meta.get("namespace", "") if rt.namespaced else ""
+        if api.find(rt, namespace, meta["name"]) is not None:
+            continue
+        try:
+            api.create(rt, namespace, obj, validate=False)
+        except ApiError as err:  # e.g. istio-system is being deleted: the cluster still runs
+            log.error("%s: %s %s was not created: %s", path.name, obj["kind"], meta["name"],
+                      err.message)
+            continue
+        created += 1
+    return created
+
+
+def install_addons(api: ObjectApi) -> int:
+    """Create what is missing of the addons (after the ingress gateway: it makes istio-system)."""
+    return sum(install_manifest(api, path) for path in ADDONS)
