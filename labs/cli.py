@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, CatalogError, CatchUpError) as exc:
         print(f"meshlab: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `meshlab check ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command killed by SIGPIPE
 
 
 if __name__ == "__main__":

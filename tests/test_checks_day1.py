@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,6 +81,18 @@ def by_name(cluster: ClusterRef) -> tuple[str, ...]:
 
 
 # --- day1.install --------------------------------------------------------------------------------
+
+def test_cli_piped_into_head_ends_quietly(labs_namespaces: ClusterRef) -> None:
+    """`meshlab check day1 | head -1`: once head has its line, meshlab stops without a
+    BrokenPipeError traceback, exiting as a command killed by SIGPIPE would."""
+    command = shlex.join([sys.executable, "-m", "labs.cli", "check", "day1",
+                          *by_name(labs_namespaces)])
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", f"{command} | head -1"],
+                           capture_output=True, text=True, timeout=300)
+    assert len(piped.stdout.splitlines()) == 1 and piped.stdout.startswith("day1."), piped
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+    assert piped.returncode == 141
+
 
 def test_install_on_an_empty_cluster_fails_fatally(labs_namespaces: ClusterRef) -> None:
     """No bookinfo namespace: the fatal first check fails and the rest of the lab is skipped."""

@@ -103,20 +103,26 @@ def curl_httpbin(mesh: MeshNamespace, path: str, count: int = 1) -> list[str]:
 
 def test_requests_total_has_istio_labels(cluster: ClusterRef, mesh: MeshNamespace) -> None:
     """After curl → httpbin over mTLS, are there source- and destination-reported series with
-    Istio's workload, service, response code and security labels, counting every request?"""
+    Istio's workload, service, response code and security labels, counting every request —
+    `connection_security_policy` `mutual_tls` from the destination, `unknown` from the source
+    (Istio's standard metrics: only the destination knows)?"""
     labels = {"source_workload": "curl", "source_workload_namespace": mesh.name,
               "destination_workload": "httpbin", "destination_workload_namespace": mesh.name,
               "destination_service": f"httpbin.{mesh.name}.svc.cluster.local",
               "destination_service_name": "httpbin", "response_code": "200",
-              "connection_security_policy": "mutual_tls",
               "source_principal": f"spiffe://cluster.local/ns/{mesh.name}/sa/curl",
               "destination_principal": f"spiffe://cluster.local/ns/{mesh.name}/sa/httpbin"}
-    before = requests_total(cluster, **labels)
+    policies = {"source": "unknown", "destination": "mutual_tls"}
+
+    def totals() -> dict[str, float]:
+        return {reporter: requests_total(cluster, **labels, connection_security_policy=policy)
+                .get(reporter, 0) for reporter, policy in policies.items()}
+    before = totals()
     assert curl_httpbin(mesh, "/get", REQUESTS) == ["200"] * REQUESTS
 
     def counted() -> dict[str, float] | None:
-        now = requests_total(cluster, **labels)
-        grown = {r: now.get(r, 0) - before.get(r, 0) for r in ("source", "destination")}
+        now = totals()
+        grown = {r: now[r] - before[r] for r in policies}
         return grown if all(v >= REQUESTS for v in grown.values()) else None
     poll(counted, f"{REQUESTS} requests counted by both reporters with {labels}", timeout=20)
 

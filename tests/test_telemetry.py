@@ -141,7 +141,7 @@ async def test_requests_are_counted_with_istio_labels(server: TelemetryServer,
     assert source["destination_service_namespace"] == "default"
     assert source["destination_principal"] == REVIEWS
     assert source["source_principal"] == PRODUCTPAGE
-    assert source["connection_security_policy"] == "mutual_tls"
+    assert source["connection_security_policy"] == "unknown"  # only the destination knows
     assert source["response_code"] == "200" and source["response_flags"] == "-"
     assert source["request_protocol"] == "http"
     [(dest, count)] = series(text, "istio_requests_total", reporter="destination")

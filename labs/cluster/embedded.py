@@ -96,12 +96,25 @@ class EmbeddedCluster:
                       self.paths.dir)
 
     def up(self, timeout: float = START_TIMEOUT_S) -> Path:
-        """Start the daemon unless it runs already; returns the kubeconfig path."""
-        if self.status().running:
-            return self.paths.kubeconfig
+        """Start the daemon unless it runs already; returns the kubeconfig path. A daemon that
+        holds the cluster's lock but does not answer yet (a busy machine, or one still exiting
+        after `kill -9`) is waited for rather than started twice."""
+        deadline = time.monotonic() + timeout
         self.paths.dir.mkdir(parents=True, exist_ok=True)
-        if _held(self.paths.lock):  # a daemon runs, slow to answer: a busy machine
-            return self._wait_until_ready(time.monotonic() + timeout)
+        while time.monotonic() < deadline:
+            if self.status().running:
+                return self.paths.kubeconfig
+            if _held(self.paths.lock):
+                time.sleep(0.1)
+                continue
+            if self._start(deadline):
+                return self.paths.kubeconfig
+        raise ClusterError(f"the embedded cluster {self.name!r} did not become ready within "
+                           f"{timeout:.0f}s; see {self.paths.log}")
+
+    def _start(self, deadline: float) -> bool:
+        """Start a daemon and wait until it answers (True); False when another one won the
+        lock meanwhile, or the deadline passed."""
         self.paths.endpoint.unlink(missing_ok=True)  # left by a daemon that was killed
         with open(self.paths.log, "ab") as log:
             process = subprocess.Popen(
@@ -111,34 +124,21 @@ class EmbeddedCluster:
                 start_new_session=True, cwd=self.paths.dir,
                 env={**os.environ, "PYTHONPATH": _package_root()},
             )
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             endpoint = self.paths.read_endpoint()
             if (endpoint and endpoint["pid"] == process.pid
                     and _healthy(endpoint["port"], self.paths.ca_cert)):
-                return self.paths.kubeconfig
+                return True
             code = process.poll()
+            if code == 3:  # another `up` won the race for the lock: wait for its daemon
+                return False
             if code is not None:
-                if code == 3:  # another `up` won the race (the lock): wait for its daemon
-                    return self._wait_until_ready(deadline)
                 raise ClusterError(
                     f"the embedded cluster {self.name!r} stopped while starting (exit {code}); "
                     f"its log is {self.paths.log}:\n{_tail(self.paths.log)}")
             time.sleep(0.02)
         process.terminate()
-        raise ClusterError(f"the embedded cluster {self.name!r} did not become ready within "
-                           f"{timeout:.0f}s; see {self.paths.log}")
-
-    def _wait_until_ready(self, deadline: float) -> Path:
-        """Wait for the daemon another process started to answer."""
-        while time.monotonic() < deadline:
-            endpoint = self.paths.read_endpoint()
-            if endpoint and _pid_alive(endpoint["pid"]) and _healthy(endpoint["port"],
-                                                                     self.paths.ca_cert):
-                return self.paths.kubeconfig
-            time.sleep(0.1)
-        raise ClusterError(f"the embedded cluster {self.name!r} runs but did not answer on its "
-                           f"API port in time; see {self.paths.log}")
+        return False
 
     def down(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the daemon and its pods; True if one was running. State stays on disk."""

@@ -329,8 +329,16 @@ def _label_values(reporter: str, source: Workload, source_principal: str,
         destination.version, service.service, destination.canonical_service,
         destination.canonical_revision, service.name, service.namespace, CLUSTER_NAME,
         protocol, str(_present(line.get("response_code")) or "0"), "",
-        _present(line.get("response_flags")) or "-", "mutual_tls" if mtls else "none",
+        _present(line.get("response_flags")) or "-", _security_policy(reporter, mtls),
     )
+
+
+def _security_policy(reporter: str, mtls: bool) -> str:
+    """Istio's standard metrics (istio.io reference/config/metrics): `mutual_tls` or `none`
+    when the destination reports; `unknown` from the source, which cannot tell."""
+    if reporter != "destination":
+        return UNKNOWN
+    return "mutual_tls" if mtls else "none"
 
 
 # -- tailing the access logs -----------------------------------------------------------------
