@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,9 +31,9 @@ from typing import Any
 
 from labs.cluster import ClusterRef, current_cluster
 from labs.course import LabError
+from labs.traffic import settle
 
 PROMETHEUS_URL_ENV = "MESHLAB_PROMETHEUS_URL"
-SETTLE_DEADLINE_S = 30.0
 SETTLE_INTERVAL_S = 1.0
 TIMEOUT_S = 10.0
 # Labels that only say where a series was scraped from: left out of tables and legends.
@@ -183,7 +182,8 @@ def query(promql: str, *, cluster: ClusterRef | None = None, at: float | None = 
 
     With `until`, what the caller expects to see, the query repeats every `interval` seconds
     until it holds (new traffic reaches Prometheus at its next scrape); after `deadline` seconds
-    (default SETTLE_DEADLINE_S) the last answer comes back, saying it did not settle."""
+    (default `labs.traffic.SETTLE_DEADLINE_S`) the last answer comes back, saying it did not
+    settle."""
     base = prometheus_url(cluster)
 
     def once() -> Vector:
@@ -191,7 +191,8 @@ def query(promql: str, *, cluster: ClusterRef | None = None, at: float | None = 
         data = _get(base, "/api/v1/query", params, promql)
         return Vector(promql, _samples(data))
 
-    return _settle(once, until, deadline, interval)
+    return settle(once, until, deadline, interval,
+                  lambda vector, limit: Vector(vector.promql, vector.samples, limit))
 
 
 def query_range(promql: str, start: float, end: float, step: float, *,
@@ -225,21 +226,6 @@ def mesh_edges(namespaces: Sequence[str] = (), *, window: str = "5m",
                  s.labels.get("destination_workload_namespace", "unknown"),
                  s.labels.get("connection_security_policy", "unknown"), s.value)
             for s in query(promql, cluster=cluster) if s.value > 0]
-
-
-def _settle(once: Callable[[], Vector], until: Callable[[Vector], bool] | None,
-            deadline: float | None, interval: float) -> Vector:
-    result = once()
-    if until is None:
-        return result
-    limit = SETTLE_DEADLINE_S if deadline is None else deadline
-    start = time.monotonic()
-    while not until(result):
-        if time.monotonic() - start + interval > limit:
-            return Vector(result.promql, result.samples, unsettled_after=limit)
-        time.sleep(interval)
-        result = once()
-    return result
 
 
 def _get(base: str, path: str, params: dict[str, str], promql: str) -> dict[str, Any]:

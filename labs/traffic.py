@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from html import escape
+from typing import TypeVar
 
 from labs.cluster import ClusterRef, current_cluster
 from labs.course import LabError, manifest
@@ -39,6 +40,7 @@ _STAR_COLOR = re.compile(r"""color"?\s*[:=]\s*"(black|red)\"""")
 # How long `probe(until=...)` waits by default for the mesh to show what a notebook expects:
 # a change takes a second or two to reach every proxy; far longer means it was never applied.
 SETTLE_DEADLINE_S = 30.0
+T = TypeVar("T")
 SETTLE_INTERVAL_S = 1.0
 
 
@@ -183,6 +185,16 @@ def probe(url: str, *, from_workload: str = "curl", namespace: str = "default", 
         return _send(ref, url, from_workload, namespace, container, n, method.upper(),
                      dict(headers or {}), classify, max_time)
 
+    return settle(once, until, deadline, interval,
+                  lambda result, limit: replace(result, unsettled_after=limit))
+
+
+def settle(once: Callable[[], T], until: Callable[[T], bool] | None, deadline: float | None,
+           interval: float, unsettled: Callable[[T, float], T]) -> T:
+    """`once()`, again every `interval` seconds until `until` holds of its result (a change
+    takes a moment to reach the proxies, and Prometheus a scrape to see it); past `deadline`
+    seconds (default `SETTLE_DEADLINE_S`) the last result, as `unsettled(result, deadline)`
+    marks it."""
     result = once()
     if until is None:
         return result
@@ -190,7 +202,7 @@ def probe(url: str, *, from_workload: str = "curl", namespace: str = "default", 
     start = time.monotonic()
     while not until(result):
         if time.monotonic() - start + interval > limit:
-            return replace(result, unsettled_after=limit)
+            return unsettled(result, limit)
         time.sleep(interval)
         result = once()
     return result

@@ -14,14 +14,13 @@ from typing import Any
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
-from labs.checks.public.day1 import describe
+from labs.checks.public.day1 import describe, meshed_workloads_run
 from labs.checks.registry import check
 from labs.istioctl.analyze import AnalyzeError, analyze, live_snapshot
 from labs.proxy import ProxyError, config_dump
 
 NAMESPACE = "troubleshoot"
 WORKLOADS = ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2")
-SIDECAR = "istio-proxy"
 SPLIT = {"v1": 80, "v2": 20}  # the weights of the lab's reviews VirtualService
 RATINGS_URL = "http://ratings:9080/ratings/0"
 SETTLE = Retry(consecutive=1, deadline=20, interval=1)
@@ -61,19 +60,7 @@ def route_weights(dump: Obj, service: str) -> list[dict[str, int]]:
             "labels it for injection and deploys Bookinfo without reviews v3 into it",
        anchor="0-·-Connect,-and-set-up-the-lab")
 def apps(ctx: CheckContext) -> Outcome:
-    if ctx.get("namespace", NAMESPACE) is None:
-        return failed(f"namespace {NAMESPACE} does not exist")
-    missing = [name for name in WORKLOADS
-               if not ((ctx.get("deployment", name, NAMESPACE) or {}).get("status") or {}
-                       ).get("availableReplicas")]
-    if missing:
-        return failed(f"not available in {NAMESPACE}: {', '.join(missing)}")
-    bare = sorted(p["metadata"]["name"] for p in ctx.items("pods", NAMESPACE)
-                  if SIDECAR not in [c["name"] for c in p["spec"].get("containers", [])])
-    if bare:
-        return failed(f"pods without an {SIDECAR} sidecar: {', '.join(bare)} (is the namespace "
-                      f"labelled istio-injection=enabled?)")
-    return passed()
+    return meshed_workloads_run(ctx, NAMESPACE, WORKLOADS)
 
 
 @check("day1.architecture.reviews-split-pushed",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
-from labs.checks.public.day1 import describe
+from labs.checks.public.day1 import describe, meshed_workloads_run
 from labs.checks.registry import check
 from labs.cluster import ClusterRef, current_cluster
 from labs.embedded.mesh.xds.values import ConfigError, duration
@@ -145,22 +145,7 @@ def _codes(codes: Counter[int]) -> str:
             "and deploy curl, fortio, httpbin, reviews v2, ratings and flaky into it",
        anchor="0-·-Connect,-and-set-up-the-lab")
 def apps(ctx: CheckContext) -> Outcome:
-    if ctx.get("namespace", NAMESPACE) is None:
-        return failed(f"namespace {NAMESPACE} does not exist")
-    missing = []
-    for name in WORKLOADS:
-        deployment = ctx.get("deployment", name, NAMESPACE)
-        if not deployment or not (deployment.get("status") or {}).get("availableReplicas"):
-            missing.append(name)
-    if missing:
-        return failed(f"not available in {NAMESPACE}: {', '.join(missing)}")
-    pods = ctx.items("pods", NAMESPACE)
-    bare = sorted({p["metadata"]["name"] for p in pods if SIDECAR not in
-                   [c["name"] for c in p["spec"].get("containers", [])]})
-    if bare:
-        return failed(f"pods without an {SIDECAR} sidecar: {', '.join(bare)} (is the namespace "
-                      f"labelled istio-injection=enabled?)")
-    return passed()
+    return meshed_workloads_run(ctx, NAMESPACE, WORKLOADS)
 
 
 @check("day1.resilience.ratings-delay",
