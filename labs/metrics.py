@@ -195,6 +195,17 @@ def query(promql: str, *, cluster: ClusterRef | None = None, at: float | None = 
                   lambda vector, limit: Vector(vector.promql, vector.samples, limit))
 
 
+def scraped_since(selector: str, since: float, *, cluster: ClusterRef | None = None,
+                  deadline: float | None = None) -> bool:
+    """Whether Prometheus has scraped the series of `selector` (e.g. `istio_requests_total{...}`)
+    at or after `since` (unix seconds) within `deadline` seconds: then a count read now covers
+    every request that ended before `since`, whatever the scrape schedule or the machine's load.
+    """
+    latest = query(f"max(timestamp({selector}))", cluster=cluster,
+                   until=lambda rows: rows.total() >= since, deadline=deadline)
+    return latest.settled
+
+
 def query_range(promql: str, start: float, end: float, step: float, *,
                 cluster: ClusterRef | None = None) -> list[Series]:
     """A range query: each series' values from `start` to `end` (unix seconds) every `step`

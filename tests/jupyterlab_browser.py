@@ -27,7 +27,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from typing import Literal, Never
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, sync_playwright
+
+from labs.embedded.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = (
@@ -82,13 +83,6 @@ def artifacts_dir() -> Path:
     path = Path(found) if found else REPO / "test-artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the server binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def lab_env(home: Path, token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:

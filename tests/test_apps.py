@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from labs.embedded.apps.catalog import APPS, app_for, repository
+from labs.embedded.loopback import free_port
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
 
@@ -34,12 +35,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ForwardProxy:

@@ -28,6 +28,7 @@ from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry, ResourceType
 from labs.embedded.apiserver.store import Store
 from labs.embedded.daemon import install_course_crds
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh import envoy, writer
 from labs.embedded.mesh.ca import TTL_ENV
 from labs.embedded.mesh.controlplane import MeshControlPlane, sidecar_xds_dir
@@ -37,12 +38,6 @@ from labs.embedded.mesh.state import APP_PORTS, HOST_PORTS, PROXY_PORTS, ProxyFi
 Obj = dict[str, Any]
 NS = "default"
 TEST_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def async_test(fn: Callable[[Path], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:

@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh.ca import (
     ROOT_CERT_FILE,
     ROOT_KEY_FILE,
@@ -203,12 +204,6 @@ def test_root_configmap_is_istios_and_valid(ca: MeshCA) -> None:
 
 
 # -- real Envoy --------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def envoy_binary() -> Path:
     return Path(str(importlib.resources.files("envoy._bin") / "envoy"))

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh.state import HOST_PORTS, MeshState
 from labs.embedded.mesh.telemetry import LogTailer, SpanStore, TelemetryServer
 
@@ -21,12 +21,6 @@ NS = "default"
 PRODUCTPAGE = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
 REVIEWS = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
 RATINGS = "spiffe://cluster.local/ns/default/sa/bookinfo-ratings"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pod(app: str, version: str, sa: str, host_port: int, uid: str) -> dict:

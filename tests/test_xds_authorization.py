@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import envoy_binary
 from labs.embedded.mesh.state import MeshState, Obj
 from labs.embedded.mesh.xds.authorization import (
@@ -209,13 +210,6 @@ class Echo(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

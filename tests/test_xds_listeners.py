@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import bootstrap, envoy_binary, envoy_command, write_bootstrap
 from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles, spiffe_id
 from labs.embedded.mesh.xds.clusters import build_outbound
@@ -127,12 +128,6 @@ def test_unsupported_peer_authentication_fields() -> None:
 
 
 # --- Envoy configuration and real traffic ---------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> str:
     if isinstance(obj, x509.Certificate):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from labs.embedded.loopback import free_port
 from labs.embedded.mesh.ca import MeshCA
 from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles
 from labs.embedded.mesh.xds.clusters import build_outbound
@@ -385,12 +386,6 @@ def test_unsupported_fields_and_bad_values_are_reported() -> None:
 
 
 # -- real Envoy ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wrap(resources: list[Obj], type_name: str) -> str:
     return json.dumps({"resources": [{"@type": f"type.googleapis.com/{type_name}", **r}
                                      for r in resources]})

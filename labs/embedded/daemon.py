@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 
 import yaml
@@ -32,6 +31,7 @@ from labs.embedded.apiserver.objects import random_token
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
+from labs.embedded.loopback import free_port, port_is_free
 from labs.embedded.mesh.config_validation import register_istio_validation
 from labs.embedded.mesh.controlplane import MeshControlPlane
 from labs.embedded.mesh.forwarder import NodeForwarder
@@ -72,27 +72,12 @@ def _existing_token(paths: ClusterPaths) -> str | None:
         return None
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def choose_port(paths: ClusterPaths) -> int:
     """Keep the port of the previous run when free, so existing kubeconfigs keep working."""
     try:
         config = yaml.safe_load(paths.kubeconfig.read_text())
         previous = int(config["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1])
-        if _port_is_free(previous):
+        if port_is_free(previous):
             return previous
     except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
         pass

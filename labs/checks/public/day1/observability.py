@@ -12,12 +12,13 @@ the rates it reads cover traffic of the last seconds whenever it runs.
 from __future__ import annotations
 
 import math
+import time
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day1 import describe
 from labs.checks.registry import check
-from labs.metrics import MetricsError, query
+from labs.metrics import MetricsError, query, scraped_since
 
 NAMESPACE = "observe"
 OUTSIDE = "outside"
@@ -31,6 +32,9 @@ HTTPBIN_REQUESTS = (f'istio_requests_total{{reporter="destination",destination_w
 REFERENCE_ERROR_RATE = (f'sum(rate({HTTPBIN_REQUESTS},response_code=~"5.."}}[1m])) / '
                         f'sum(rate({HTTPBIN_REQUESTS}}}[1m]))')
 SCRAPE_WAIT_S = 15.0
+# From a request's end to its count on /metrics: the embedded sidecar's log flush (0.2 s) and
+# the telemetry server's poll (0.2 s), with room for a loaded machine.
+COUNTING_LAG_S = 1.0
 SETTLE = Retry(consecutive=1, deadline=30, interval=1)
 
 
@@ -108,6 +112,11 @@ def strict(ctx: CheckContext) -> Outcome:
        anchor="6-·-Your-turn:-prove-the-migration-with-metrics")
 def no_plaintext(ctx: CheckContext) -> Outcome:
     try:
+        # The baseline must hold every earlier request (the error-rate check's traffic has just
+        # been sent): read it from a scrape that began after those requests were counted.
+        if not scraped_since(HTTPBIN_REQUESTS + "}", time.time() + COUNTING_LAG_S,
+                             cluster=ctx.cluster, deadline=SCRAPE_WAIT_S):
+            return failed(f"Prometheus did not scrape httpbin's metrics in {SCRAPE_WAIT_S:g} s")
         plaintext, meshed = (requests_by_security(ctx, p) for p in ("none", "mutual_tls"))
         outside = ctx.probe(f"{HTTPBIN}/status/200", from_workload="curl", namespace=OUTSIDE,
                             n=2, max_time=5)
@@ -115,7 +124,8 @@ def no_plaintext(ctx: CheckContext) -> Outcome:
                            n=3, max_time=10)
         if inside.fraction(200) < 1:
             return failed(f"meshed calls must keep working: {describe(inside)}")
-        # Prometheus has scraped past this check's requests once the meshed ones show up.
+        # httpbin's proxy counts the meshed requests after the plaintext ones sent before them:
+        # once Prometheus shows the meshed ones, it shows the plaintext ones too.
         seen = query(f'sum({HTTPBIN_REQUESTS},connection_security_policy="mutual_tls"}})',
                      cluster=ctx.cluster, until=lambda v: v.total() >= meshed + inside.total,
                      deadline=SCRAPE_WAIT_S)
