@@ -556,6 +556,22 @@ def test_secret_string_data_is_merged_into_data(kubectl: Kubectl) -> None:
         "user": "jason", "token": "s3cret", "keep": "kept"}
 
 
+def test_apply_of_a_list_applies_its_items_and_the_server_checks_each(kubectl: Kubectl) -> None:
+    """`kubectl apply -f` of a `kind: List` (what `kubectl get -o yaml` prints for several
+    objects): kubectl validates a List itself against /openapi/v2, then applies each item; an
+    item with an unknown field is refused by the server's strict validation, by name."""
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"listed-{n}"},
+              "data": {"n": str(n)}} for n in (1, 2)]
+    listed = {"apiVersion": "v1", "kind": "List", "items": items}
+    assert kubectl("apply", "-f", "-", input=json.dumps(listed)).splitlines() == [
+        "configmap/listed-1 created", "configmap/listed-2 created"]
+    assert get_json(kubectl, "configmap", "listed-2")["data"] == {"n": "2"}
+    items[1]["bogus"] = True
+    err = kubectl.fails("apply", "-f", "-", input=json.dumps(listed))
+    assert 'strict decoding error: unknown field "bogus"' in err
+    assert 'Name: "listed-2"' in err
+
+
 def test_rbac_objects_are_served_like_kube_apiserver(kubectl: Kubectl) -> None:
     """Istio's samples and charts carry RBAC objects: `kubectl apply` of a ClusterRole and its
     binding, `kubectl create role|rolebinding` (protobuf bodies), and the tables real kubectl

@@ -20,7 +20,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import access_review, discovery, metrics_api, tables
+from . import access_review, discovery, metrics_api, openapi_v2, tables
 from .api import APPLY_PATCH, ObjectApi, scale_patch
 from .errors import ApiError, bad_request, method_not_allowed, not_found, unauthorized
 from .protobuf import PROTOBUF_CONTENT_TYPE, decode_protobuf_object
@@ -227,6 +227,12 @@ class ApiServer:
                                                       rest[1:], request.query))
 
     def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
+        if parts[1:] == ["v2"]:
+            version = KUBERNETES_VERSION["gitVersion"]
+            if "protobuf" in request.headers.get("Accept", ""):
+                return web.Response(body=openapi_v2.document_protobuf(version),
+                                    content_type=openapi_v2.PROTOBUF_CONTENT_TYPE)
+            return _json_response(openapi_v2.document_json(version))
         if len(parts) >= 2 and parts[1] == "v3":
             if len(parts) == 2:
                 return _json_response(discovery.openapi_index(self.api.registry))
