@@ -449,14 +449,18 @@ def test_rotation_without_restart_or_failed_requests(mesh: Mesh) -> None:
     switch certificates without a restart and without a single failed request?"""
     pids = (mesh.server.proc.pid, mesh.client.proc.pid)
     results: list[int] = []
+    failures: list[str] = []  # what a failed request said, for the assertion message
     stop = threading.Event()
 
     def load() -> None:
         while not stop.is_set():
             try:
-                results.append(get(mesh.client_port, "/get")[0])
-            except OSError:
-                results.append(0)
+                status, _, body = get(mesh.client_port, "/get")
+            except OSError as err:
+                status, body = 0, repr(err)
+            results.append(status)
+            if status != 200:
+                failures.append(f"{status} {body[:200]!r} after {len(results)} requests")
 
     def loaded(envoy: Envoy, cert: WorkloadCert) -> None:
         wait_for(lambda: cert.serial_number in mesh.loaded_serials(envoy),
@@ -477,7 +481,7 @@ def test_rotation_without_restart_or_failed_requests(mesh: Mesh) -> None:
     finally:
         stop.set()
         worker.join()
-    assert len(results) >= 70 and set(results) == {200}, f"{len(results)}: {set(results)}"
+    assert len(results) >= 70 and set(results) == {200}, f"{len(results)}: {failures}"
     assert mesh.served_certificate().serial_number == mesh.server_cert.serial_number
     assert (mesh.server.proc.pid, mesh.client.proc.pid) == pids
     assert mesh.server.proc.poll() is None and mesh.client.proc.poll() is None
