@@ -11,9 +11,18 @@ Prints, for a fresh cluster in a temporary state directory:
   served by the new version, asked through the curl pod's sidecar (its outbound HTTP proxy port)
   from this process on a kept-alive connection; p50/p95 (target p95 <= 200 ms), against the
   baseline of the PATCH itself;
-- added latency per sidecar hop: p50 of requests straight to httpbin's app port (the baseline)
-  vs through two sidecars (curl's and httpbin's) without mTLS (PeerAuthentication DISABLE +
-  DestinationRule tls DISABLE) and with mTLS (STRICT + ISTIO_MUTUAL), as ratios;
+- config change -> effective for the next request for DestinationRule (a subset's labels),
+  PeerAuthentication (PERMISSIVE <-> STRICT, seen on fresh plaintext connections),
+  AuthorizationPolicy (DENY on/off), RequestAuthentication (its JWKS), Gateway (its hosts,
+  through the ingress gateway) and HTTPRoute (its path, through a Gateway API gateway): p50/p95
+  of 20 alternating changes each, against the PATCH;
+- added latency per sidecar hop, in rounds interleaving every variant: p50 of requests straight
+  to httpbin's app port (the baseline), through a bare pair of Envoys with the mesh's flags
+  (bench/envoy_pair.py; alone, + the two access logs, + tracing at 100 %: what each feature
+  costs per hop), and through curl's and httpbin's sidecars in plaintext with Istio's default
+  telemetry (1 % sampling, access logs), with a Telemetry resource at 100 % and with tracing and
+  access logging off, and over mTLS; each as added µs per hop and as a ratio to the bare pair
+  (target <= 1.2x; mTLS <= +20 % over plaintext), with the daemon's CPU per request;
 - added latency of authorization: p50 over mTLS with an AuthorizationPolicy on httpbin (ALLOW by
   principal and path, plus a DENY rule), then also with a RequestAuthentication and a valid JWT
   on every request, as ratios against the mTLS p50 without policy measured just before;
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -44,31 +55,25 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `labs`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for `common`
 
-from common import Api, percentile
+from common import BOOKINFO_GATEWAY, Api, cluster_memory, percentile
+from envoy_pair import Features, envoy_pair
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
 from labs.tokens import Signer
+
+Obj = dict[str, object]
 
 NAMESPACE = "bench"
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
 CHANGES = 50
 HOP_SAMPLES = 1000
+HOP_ROUNDS = 3
+HOP_PATHS = ("/get", "/status/200")
 FIRST_200_TIMEOUT = 60.0
 CHANGE_TIMEOUT = 5.0
+KIND_CHANGES = 20
 VS_PATH = (f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices")
 ISSUER = "https://issuer.meshlab.test"
-# Istio's samples/bookinfo/networking/bookinfo-gateway.yaml (productpage routes only).
-BOOKINFO_GATEWAY: list[dict[str, object]] = [
-    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
-     "metadata": {"name": "bookinfo-gateway"},
-     "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
-         {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
-    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-     "metadata": {"name": "bookinfo"},
-     "spec": {"hosts": ["*"], "gateways": ["bookinfo-gateway"], "http": [
-         {"match": [{"uri": {"exact": "/productpage"}}, {"uri": {"prefix": "/static"}}],
-          "route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]}]}},
-]
 REVIEWS_DR = {
     "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
     "metadata": {"name": "reviews"},
@@ -102,10 +107,27 @@ class Http:
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
+    def getter(self, url: str) -> Callable[[], tuple[int, bytes]]:
+        """`get(url)` as a function of no arguments, for `p50_ms`."""
+        return lambda: self.get(url)
+
     def get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        self.conn.request("GET", url, headers=headers or {})
-        response = self.conn.getresponse()
-        return response.status, response.read()
+        """One GET; sent again once on a new connection when the kept-alive one was closed
+        before any response, as HTTP clients do for idempotent requests (a sidecar closes its
+        idle connections when the listener they belong to is replaced)."""
+        try:
+            self.conn.request("GET", url, headers=headers or {})
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                http.client.CannotSendRequest, http.client.ResponseNotReady):
+            self.conn.close()
+            self.conn.request("GET", url, headers=headers or {})
+            response = self.conn.getresponse()
+        try:
+            return response.status, response.read()
+        except http.client.IncompleteRead:  # cut mid-body: the next request needs a new one
+            self.conn.close()
+            raise
 
 
 def first_200_from_productpage(cluster: EmbeddedCluster) -> tuple[float, float, float]:
@@ -237,14 +259,36 @@ def converge(fetch: Callable[[], tuple[int, bytes]], check: Callable[[bytes], bo
         time.sleep(0.01)
 
 
-def hop_latency(kubectl: Kubectl, outbound: int
-                ) -> dict[str, tuple[float, int]]:
-    """(p50 ms, non-200 count): direct to httpbin's app port; via curl's and httpbin's sidecars
-    in plaintext; via both sidecars over mTLS."""
+def daemon_cpu_ms(pid: int) -> float:
+    """CPU time (user + system) the daemon has used so far, in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def set_telemetry(kubectl: Kubectl, spec: dict[str, object] | None) -> None:
+    """The namespace's Telemetry resource `bench` (None: none), then a moment for the sidecars'
+    listeners to be rewritten (the bench's client reconnects when they close its connection)."""
+    if spec is None:
+        kubectl("delete", "telemetry", "bench", "--ignore-not-found")
+    else:
+        kubectl.apply({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+                       "metadata": {"name": "bench"}, "spec": spec})
+    time.sleep(1.0)
+
+
+def hop_latency(kubectl: Kubectl, outbound: int, daemon_pid: int | None, zipkin_port: int,
+                path: str) -> HopResults:
+    """Per round (`HOP_ROUNDS`, interleaved so load changes hit every variant alike): p50 ms of
+    requests straight to httpbin's app port (the baseline), through a bare Envoy pair with the
+    mesh's flags (alone, + the two access logs, + tracing at 100 %: the per-hop cost of each
+    feature), and through curl's and httpbin's sidecars in plaintext (Istio's default telemetry:
+    1 % sampling, access logs on; then with a Telemetry resource at 100 % and with tracing and
+    access logging off) and over mTLS; plus the daemon's CPU per request through the sidecars.
+    `path` is httpbin's: /get echoes the request headers (so the app's answer grows with what the
+    proxies add: B3 and x-envoy headers, XFCC), /status/200 answers with no body."""
     app_port = kubectl.annotation("httpbin", "meshlab.dev/app-ports")["8080"]
     direct_client = Http(app_port)
-    direct = p50_ms(lambda: direct_client.get("/get"))
-    url, headers_url = "http://httpbin:8000/get", "http://httpbin:8000/headers"
+    url, headers_url = f"http://httpbin:8000{path}", "http://httpbin:8000/headers"
 
     def policy(mode: str, tls: str) -> None:
         kubectl.apply(
@@ -254,17 +298,92 @@ def hop_latency(kubectl: Kubectl, outbound: int
              "metadata": {"name": "httpbin"},
              "spec": {"host": "httpbin", "trafficPolicy": {"tls": {"mode": tls}}}})
 
-    policy("DISABLE", "DISABLE")
-    plain_client = Http(outbound)
-    converge(lambda: plain_client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" not in b,
-             "plaintext between the sidecars")
-    plain = p50_ms(lambda: plain_client.get(url))
-    policy("STRICT", "ISTIO_MUTUAL")
-    mtls_client = Http(outbound)
-    converge(lambda: mtls_client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" in b,
-             "mTLS between the sidecars")
-    mtls = p50_ms(lambda: mtls_client.get(url))
-    return {"direct": direct, "plaintext": plain, "mtls": mtls}
+    results = HopResults(path)
+    logs = {"text_log": True, "json_log": True}
+    bare_variants = {
+        "bare": Features(),
+        "bare+json log": Features(json_log=True),
+        "bare+json+text logs": Features(**logs),
+        "bare+logs+trace1 (as mesh)": Features(**logs, sampling=1, zipkin_port=zipkin_port),
+        "bare+logs+trace100": Features(**logs, sampling=100, zipkin_port=zipkin_port)}
+    envoy = [{"name": "envoy"}]
+    mesh_variants: dict[str, dict[str, object] | None] = {
+        "mesh": None,
+        "mesh trace100": {"tracing": [{"randomSamplingPercentage": 100}]},
+        "mesh no tracing, no access log": {
+            "tracing": [{"disableSpanReporting": True}],
+            "accessLogging": [{"providers": envoy, "disabled": True}]},
+    }
+    client = Http(outbound)
+    for _ in range(HOP_ROUNDS):
+        results.add("direct", p50_ms(lambda: direct_client.get(path)))
+        for name, features in bare_variants.items():
+            with envoy_pair(app_port, features) as pair:
+                results.add(name, p50_ms(Http(pair.client_port).getter(url)))
+        policy("DISABLE", "DISABLE")
+        converge(lambda: client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" not in b,
+                 "plaintext between the sidecars")
+        for name, spec in mesh_variants.items():
+            set_telemetry(kubectl, spec)
+            before = daemon_cpu_ms(daemon_pid) if daemon_pid else 0.0
+            results.add(name, p50_ms(lambda: client.get(url)))
+            if daemon_pid:
+                results.cpu.setdefault(name, []).append(
+                    (daemon_cpu_ms(daemon_pid) - before) * 1000 / (HOP_SAMPLES + 50))
+        set_telemetry(kubectl, None)
+        policy("STRICT", "ISTIO_MUTUAL")
+        converge(lambda: client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" in b,
+                 "mTLS between the sidecars")
+        results.add("mesh mTLS", p50_ms(lambda: client.get(url)))
+    return results
+
+
+@dataclass
+class HopResults:
+    """p50s (ms) per variant and round, non-200 counts, daemon CPU µs per request."""
+
+    path: str
+    p50: dict[str, list[float]] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, measured: tuple[float, int]) -> None:
+        self.p50.setdefault(name, []).append(measured[0])
+        self.failed[name] = self.failed.get(name, 0) + measured[1]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.p50[name])
+
+    def per_hop_us(self, name: str) -> float:
+        """Added µs per proxy hop: half the difference to the direct request."""
+        return (self.median(name) - self.median("direct")) * 500
+
+    def report(self) -> list[str]:
+        bare = self.per_hop_us("bare")
+        lines = [f"per-hop latency, GET httpbin {self.path}, p50 of {HOP_SAMPLES} requests x "
+                 f"{HOP_ROUNDS} rounds "
+                 f"(median of rounds; spread = min-max of the rounds' p50), two hops each:",
+                 f"  {'direct to httpbin (baseline)':34s} p50 {self.median('direct') * 1000:5.0f}"
+                 f" us{self._spread('direct')}"]
+        for name in self.p50:
+            if name == "direct":
+                continue
+            hop = self.per_hop_us(name)
+            cpu = (f", daemon CPU {statistics.median(self.cpu[name]):.0f} us/request"
+                   if name in self.cpu else "")
+            lines.append(f"  {name:34s} p50 {self.median(name) * 1000:5.0f} us{self._spread(name)}"
+                         f"  +{hop:4.0f} us/hop = {hop / bare:.2f}x bare pair{cpu}")
+        lines.append(f"  targets: mesh (Istio's default telemetry) <= 1.2x bare pair: "
+                     f"{self.per_hop_us('mesh') / bare:.2f}x; mTLS <= +20 % over plaintext: "
+                     f"{self.per_hop_us('mesh mTLS') / self.per_hop_us('mesh') - 1:+.0%} per hop")
+        failed = {k: v for k, v in self.failed.items() if v}
+        if failed:
+            lines.append(f"  non-200 responses while measuring: {failed}")
+        return lines
+
+    def _spread(self, name: str) -> str:
+        values = self.p50[name]
+        return f" ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
 
 
 def wait_for_status(fetch: Callable[[], tuple[int, bytes]], status: int, what: str) -> None:
@@ -311,48 +430,169 @@ def policy_latency(kubectl: Kubectl, outbound: int) -> dict[str, tuple[float, in
     return {"baseline": baseline, "authz": authorized, "jwt": with_jwt}
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+@dataclass
+class Changes:
+    """One kind's change -> effective times (ms), PATCH round trips (ms), and how many probes
+    failed outright (a request cut when the proxy closed the connection it was on)."""
+
+    effective: list[float] = field(default_factory=list)
+    patch_ms: list[float] = field(default_factory=list)
+    cut: int = 0
+
+
+def change_to_effective(api: Api, path: str, specs: tuple[Obj, Obj],
+                        probe: Callable[[], object], expected: tuple[object, object],
+                        what: str, n: int = KIND_CHANGES) -> Changes:
+    """ms from a merge-PATCH of `path`'s spec returning to `probe()` showing the new state, for
+    `n` changes alternating between `specs` (expected probe results `expected`); and the PATCH
+    round trips (the baseline)."""
+    out = Changes()
+
+    def observe() -> object:
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+            return probe()
+        except (OSError, http.client.HTTPException) as err:
+            out.cut += 1
+            return f"request failed: {err!r}"
+
+    for i in range(n + 1):
+        target = i % 2
+        sent = time.perf_counter()
+        status, body = api.request("PATCH", path, {"spec": specs[target]},
+                                   "application/merge-patch+json")
+        returned = time.perf_counter()
+        if status != 200:
+            raise SystemExit(f"PATCH of {path} failed: {status} {body!r}")
+        while (seen := observe()) != expected[target]:
+            if time.perf_counter() - returned > CHANGE_TIMEOUT:
+                raise SystemExit(f"{what}: change {i} not effective within {CHANGE_TIMEOUT:.0f}s "
+                                 f"(saw {seen!r}, want {expected[target]!r})")
+        if i:  # the first PATCH only sets the starting state
+            out.effective.append((time.perf_counter() - returned) * 1000)
+            out.patch_ms.append((returned - sent) * 1000)
+    return out
 
 
-def memory_kb(pid: int) -> tuple[str, int, int]:
-    """(command name, RSS kB, PSS kB) of one process."""
+def fresh_status(port: int, path: str, host: str) -> int:
+    """Status of one GET on a new plaintext connection; 0 when the server closed it (a STRICT
+    sidecar refuses plaintext)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
-        rss = next(int(line.split()[1]) for line in
-                   Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-        pss = next(int(line.split()[1]) for line in
-                   Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                   if line.startswith("Pss:"))
-    except (OSError, StopIteration):
-        return "", 0, 0
-    return name, rss, pss
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
 
 
-def cluster_memory(daemon_pid: int) -> dict[str, tuple[int, int, int]]:
+def changes_by_kind(kubectl: Kubectl, api: Api, outbound: int, ingress_port: int
+                    ) -> dict[str, Changes]:
+    """change -> effective for DestinationRule, PeerAuthentication, AuthorizationPolicy,
+    RequestAuthentication, Gateway and HTTPRoute (VirtualService is measured on its own)."""
+    kubectl("delete", "authorizationpolicy,requestauthentication", "--all")
+    client = Http(outbound)
+    selector = {"matchLabels": {"app": "httpbin"}}
+    signer, other = Signer(), Signer()
+    token = {"Authorization": f"Bearer {signer.token(iss=ISSUER)}"}
+    kubectl.apply(
+        {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+         "metadata": {"name": "toggle"},
+         "spec": {"selector": selector, "action": "DENY",
+                  "rules": [{"to": [{"operation": {"paths": ["/nothing"]}}]}]}},
+        {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+         "metadata": {"name": "toggle"},
+         "spec": {"selector": selector, "jwtRules": [{"issuer": ISSUER, "jwks": signer.jwks}]}})
+    app_host_port = kubectl.annotation("httpbin", "meshlab.dev/host-ports")["8080"]
+    security, networking = (f"/apis/{group}/v1/namespaces/{NAMESPACE}" for group in
+                            ("security.istio.io", "networking.istio.io"))
+
+    def subset_v1(version: str) -> Obj:
+        return {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": version}}]}
+
+    def deny(path: str) -> Obj:
+        return {"selector": selector, "action": "DENY",
+                "rules": [{"to": [{"operation": {"paths": [path]}}]}]}
+
+    def jwks(of: Signer) -> Obj:
+        return {"selector": selector, "jwtRules": [{"issuer": ISSUER, "jwks": of.jwks}]}
+
+    def gateway(host: str) -> Obj:
+        return {"selector": {"istio": "ingressgateway"}, "servers": [
+            {"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": [host]}]}
+
+    ingress = Http(ingress_port)
+    web_port = gateway_api_node_port(kubectl)
+    web = Http(web_port)
+
+    def route(path: str) -> Obj:
+        return {"parentRefs": [{"name": "web"}], "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+            "backendRefs": [{"name": "productpage", "port": 9080}]}]}
+
+    routes = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NAMESPACE}/httproutes"
+    return {
+        "DestinationRule": change_to_effective(
+            api, f"{networking}/destinationrules/reviews", (subset_v1("v1"), subset_v1("v3")),
+            lambda: served_version(client), ("v1", "v3"), "DestinationRule subset"),
+        "PeerAuthentication": change_to_effective(
+            api, f"{security}/peerauthentications/default",
+            ({"mtls": {"mode": "PERMISSIVE"}}, {"mtls": {"mode": "STRICT"}}),
+            lambda: fresh_status(app_host_port, "/get", "httpbin:8000"), (200, 0),
+            "PeerAuthentication STRICT"),
+        "AuthorizationPolicy": change_to_effective(
+            api, f"{security}/authorizationpolicies/toggle", (deny("/nothing"), deny("/get")),
+            lambda: client.get("http://httpbin:8000/get")[0], (200, 403),
+            "AuthorizationPolicy DENY"),
+        "RequestAuthentication": change_to_effective(
+            api, f"{security}/requestauthentications/toggle", (jwks(signer), jwks(other)),
+            lambda: client.get("http://httpbin:8000/get", token)[0], (200, 401),
+            "RequestAuthentication keys"),
+        "Gateway": change_to_effective(
+            api, f"{networking}/gateways/bookinfo-gateway", (gateway("*"),
+                                                              gateway("elsewhere.example")),
+            lambda: ingress.get("/productpage")[0], (200, 404), "Gateway hosts"),
+        "HTTPRoute": change_to_effective(
+            api, f"{routes}/productpage", (route("/productpage"), route("/nothing")),
+            lambda: web.get("/productpage")[0], (200, 404), "HTTPRoute path"),
+    }
+
+
+def gateway_api_node_port(kubectl: Kubectl) -> int:
+    """Deploy a Gateway API Gateway `web` (class istio, HTTP on 80) with an HTTPRoute to
+    productpage; the node port of its Service once it serves productpage."""
+    kubectl.apply(
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+         "metadata": {"name": "web"},
+         "spec": {"gatewayClassName": "istio",
+                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+         "metadata": {"name": "productpage"},
+         "spec": {"parentRefs": [{"name": "web"}], "rules": [{
+             "matches": [{"path": {"type": "PathPrefix", "value": "/productpage"}}],
+             "backendRefs": [{"name": "productpage", "port": 9080}]}]}})
+    deadline = time.monotonic() + FIRST_200_TIMEOUT
+    while True:
+        port = kubectl("get", "service", "web-istio", "-o",
+                       'jsonpath={.spec.ports[?(@.port==80)].nodePort}', check=False
+                       ).stdout.strip()
+        if port and fresh_status(int(port), "/productpage", "web") == 200:
+            return int(port)
+        if time.monotonic() > deadline:
+            raise SystemExit("the Gateway API gateway `web` never served /productpage")
+        time.sleep(0.1)
+
+
+def memory_by_kind(daemon_pid: int) -> dict[str, tuple[int, int, int]]:
     """kind -> (processes, RSS kB, PSS kB) over the daemon's process tree."""
     totals: dict[str, tuple[int, int, int]] = {}
-    for pid in process_tree(daemon_pid):
-        name, rss, pss = memory_kb(pid)
-        if not rss:
-            continue
-        kind = ("daemon" if pid == daemon_pid else "envoy" if name == "envoy"
-                else "prometheus" if name == "prometheus" else "pod processes")
+    for process in cluster_memory(daemon_pid):
+        kind = ("daemon" if process.pid == daemon_pid else process.comm
+                if process.comm in ("envoy", "prometheus") else "pod processes")
         count, rss_sum, pss_sum = totals.get(kind, (0, 0, 0))
-        totals[kind] = (count + 1, rss_sum + rss, pss_sum + pss)
+        totals[kind] = (count + 1, rss_sum + process.rss_kb, pss_sum + process.pss_kb)
     return totals
 
 
@@ -369,11 +609,18 @@ def main() -> None:
                     "-f", str(MANIFESTS / "fortio.yaml"))
             kubectl("wait", "--for=condition=Available", "deployment", "--all",
                     "--timeout=120s")
-            hops = hop_latency(kubectl, outbound)
+            status = cluster.status()
+            endpoint = cluster.paths.read_endpoint() or {}
+            hops = [hop_latency(kubectl, outbound, status.pid, int(endpoint["telemetry"]), path)
+                    for path in HOP_PATHS]
             policies = policy_latency(kubectl, outbound)
+            ingress_port = int(kubectl(
+                "-n", "istio-system", "get", "service", "istio-ingressgateway", "-o",
+                'jsonpath={.spec.ports[?(@.name=="http2")].nodePort}').stdout.strip())
+            kinds = changes_by_kind(kubectl, api, outbound, ingress_port)
             pods = kubectl("get", "pods", "--no-headers").stdout.splitlines()
             status = cluster.status()
-            memory = cluster_memory(status.pid) if status.pid else {}
+            memory = memory_by_kind(status.pid) if status.pid else {}
         finally:
             cluster.down()
 
@@ -388,16 +635,16 @@ def main() -> None:
           f"max {max(effective):.1f} ms (target p95 <= 200 ms; baseline the PATCH itself "
           f"p50 {statistics.median(patch_ms):.1f} ms; requests until the new version: "
           f"median {statistics.median(attempts):.0f}, max {max(attempts)})")
-    (direct, _), (plain, plain_failed), (mtls, mtls_failed) = (
-        hops["direct"], hops["plaintext"], hops["mtls"])
-    print(f"request latency p50 over {HOP_SAMPLES}: direct to httpbin {direct * 1000:.0f} us "
-          f"(baseline); via 2 sidecars plaintext {plain * 1000:.0f} us "
-          f"({plain / direct:.2f}x, +{(plain - direct) * 500:.0f} us per hop); "
-          f"via 2 sidecars mTLS {mtls * 1000:.0f} us ({mtls / direct:.2f}x, "
-          f"+{(mtls - direct) * 500:.0f} us per hop; mTLS/plaintext {mtls / plain:.2f}x)")
-    if plain_failed or mtls_failed or hops["direct"][1]:
-        print(f"  non-200 responses while measuring: direct {hops['direct'][1]}, "
-              f"plaintext {plain_failed}, mTLS {mtls_failed}")
+    print("config change -> effective for the next request, p50/p95 over "
+          f"{KIND_CHANGES} alternating changes (target p95 <= 200 ms; baseline the PATCH):")
+    for kind, changes in kinds.items():
+        took = changes.effective
+        cut = f"; {changes.cut} probe requests cut by a closing connection" if changes.cut else ""
+        print(f"  {kind:22s} p50 {statistics.median(took):6.1f} ms  p95 "
+              f"{percentile(took, 95):6.1f} ms  (PATCH p50 "
+              f"{statistics.median(changes.patch_ms):.1f} ms{cut})")
+    for hop in hops:
+        print("\n".join(hop.report()))
     (base, base_failed), (authz, authz_failed), (jwt, jwt_failed) = (
         policies["baseline"], policies["authz"], policies["jwt"])
     print(f"authorization latency p50 over {HOP_SAMPLES} (2 sidecars, mTLS): no policy "

@@ -1,4 +1,5 @@
-"""The `meshlab grade` subcommand (registered in labs/cli.py through its `add_command`)."""
+"""The `meshlab grade` subcommand, which joins `meshlab` through the entry point group
+`meshlab.commands` (pyproject.toml names `register`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import argparse
 import csv
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 GRADE_HELP = ("autograde an assignment with nbgrader, each student against its own cluster "
               "(replay: a fresh embedded cluster; live: the student's running one), in "
               "parallel; then export grades and generate feedback")
+
+
+def register(add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `meshlab grade`, given labs.cli's `add_command` bound to its subcommands."""
+    configure_grade(add_command("grade", cmd_grade, GRADE_HELP, one_cluster=False))
 
 
 def configure_grade(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +48,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from grader.course import course_dir
     from grader.driver import Plan, grade, mode_line, submitted_students, table
     from grader.gradebook import GradebookError
-    from grader.targets import Target
-    from labs.board.roster import RosterError, load_roster
+    from labs.cluster import ClusterAddress
+    from labs.cluster.roster import RosterError, load_roster
 
     course = Path(args.course_dir).expanduser().resolve() if args.course_dir else course_dir()
     if args.parallel < 1:
@@ -58,12 +65,12 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if missing:
         return _usage(f"no submission of {args.assignment!r} for: {', '.join(missing)}")
     try:
-        roster = {s.name: Target.of_student(s) for s in load_roster(args.roster)} \
+        roster = {s.name: s.address for s in load_roster(args.roster)} \
             if args.roster else {}
     except RosterError as exc:
         return _usage(str(exc))
     if args.mode == "live" and not args.roster:
-        roster = {s: Target(cluster=s, state_dir=args.state_dir) for s in students}
+        roster = {s: ClusterAddress(cluster=s, state_dir=args.state_dir) for s in students}
     if args.mode == "live" and (unknown := [s for s in students if s not in roster]):
         return _usage(f"the roster has no cluster for: {', '.join(unknown)}")
     sandboxed = not args.unsafe_no_sandbox and _sandbox_ready(args.parallel)

@@ -20,9 +20,9 @@ from grader.gradebook import merge, private_copy, record_zero, require_assignmen
 from grader.nbgrader_run import nbgrader
 from grader.sandbox.relay import LoopbackRelay, cluster_ports
 from grader.sandbox.student import SANDBOX_ENV, StudentSandbox
-from grader.targets import TARGETS_ENV, Target, write_targets
+from grader.targets import TARGETS_ENV, write_targets
 from grader.workspace import Workspace, cluster_pid
-from labs.cluster import ClusterError
+from labs.cluster import ClusterAddress, ClusterError
 
 DEFAULT_STUDENT_TIMEOUT_S = 600.0
 
@@ -34,7 +34,7 @@ class Plan:
     students: list[str]
     mode: str = "replay"  # or "live"
     parallel: int = 1
-    roster: dict[str, Target] = field(default_factory=dict)
+    roster: dict[str, ClusterAddress] = field(default_factory=dict)
     student_timeout: float = DEFAULT_STUDENT_TIMEOUT_S
     sandboxed: bool = True  # each kernel (and replay daemon) in a sandbox of its own
 
@@ -115,7 +115,7 @@ def _grade_one(plan: Plan, workspace: Workspace, student: str, start: float) -> 
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _relay(sandbox: StudentSandbox | None, mode: str, target: Target
+def _relay(sandbox: StudentSandbox | None, mode: str, target: ClusterAddress
            ) -> AbstractContextManager[object]:
     """In live mode, the student's cluster's ports, relayed into the sandbox's namespace."""
     if sandbox is None or sandbox.netns is None or mode != "live":

@@ -12,16 +12,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 # Every variable that selects a cluster; cleared before a target's own values are applied, so
 # nothing inherited can redirect a verdict.
-from labs.cluster import CLUSTER_VARIABLES
-
-if TYPE_CHECKING:
-    from labs.board.roster import Student
+from labs.cluster import CLUSTER_VARIABLES, ClusterAddress, ClusterError
 
 TARGETS_ENV = "MESHLAB_GRADE_TARGETS"
 
@@ -30,44 +26,22 @@ class TargetError(ValueError):
     """A roster or targets file that cannot be used; the message says what to fix."""
 
 
-@dataclass(frozen=True)
-class Target:
-    """One student's cluster: an embedded cluster (name + state root) or a kube context."""
-
-    cluster: str | None = None
-    state_dir: str | None = None
-    context: str | None = None
-    kubeconfig: str | None = None
-
-    def env(self) -> dict[str, str]:
-        """The variables `labs.cluster.current_cluster` reads to select this cluster."""
-        if self.context:
-            return {"MESHLAB_CONTEXT": self.context,
-                    **({"KUBECONFIG": self.kubeconfig} if self.kubeconfig else {})}
-        if not self.cluster:
-            raise TargetError("a target needs either `cluster` or `context`")
-        return {"MESHLAB_CLUSTER": self.cluster,
-                **({"MESHLAB_STATE_DIR": self.state_dir} if self.state_dir else {})}
-
-    @classmethod
-    def of_student(cls, student: Student) -> Target:
-        """A roster row of `meshlab board` (one roster serves the board and grading)."""
-        return cls(student.cluster, str(student.state_dir) if student.state_dir else None,
-                   student.context, str(student.kubeconfig) if student.kubeconfig else None)
-
-    @classmethod
-    def from_dict(cls, student: str, data: object) -> Target:
-        if not isinstance(data, dict) or not set(data) <= {"cluster", "state_dir", "context",
-                                                           "kubeconfig"}:
-            raise TargetError(f"the entry for student {student!r} must be an object with "
-                              f"`cluster` (+ `state_dir`) or `context` (+ `kubeconfig`), "
-                              f"got {data!r}")
-        target = cls(**{key: str(value) for key, value in data.items()})
-        target.env()  # validates
-        return target
+def address_from_dict(student: str, data: object) -> ClusterAddress:
+    """One student's entry of a targets file, validated."""
+    names = {f.name for f in fields(ClusterAddress)}
+    if not isinstance(data, dict) or not set(data) <= names:
+        raise TargetError(f"the entry for student {student!r} must be an object with "
+                          f"`cluster` (+ `state_dir`) or `context` (+ `kubeconfig`), "
+                          f"got {data!r}")
+    address = ClusterAddress(**{key: str(value) for key, value in data.items()})
+    try:
+        address.env()
+    except ClusterError as exc:
+        raise TargetError(f"the entry for student {student!r}: {exc}") from None
+    return address
 
 
-def cluster_env(base: dict[str, str], target: Target, student: str) -> dict[str, str]:
+def cluster_env(base: dict[str, str], target: ClusterAddress, student: str) -> dict[str, str]:
     """`base` with every cluster-selecting variable replaced by the target's, plus the id."""
     env = {key: value for key, value in base.items() if key not in CLUSTER_VARIABLES}
     env.update(target.env())
@@ -75,7 +49,7 @@ def cluster_env(base: dict[str, str], target: Target, student: str) -> dict[str,
     return env
 
 
-def write_targets(path: Path, targets: dict[str, Target]) -> None:
+def write_targets(path: Path, targets: dict[str, ClusterAddress]) -> None:
     """Write a targets file readable by its owner only."""
     data = {student: {k: v for k, v in asdict(t).items() if v is not None}
             for student, t in targets.items()}
@@ -84,7 +58,7 @@ def write_targets(path: Path, targets: dict[str, Target]) -> None:
         json.dump(data, handle, indent=1)
 
 
-def read_targets(path: str | Path) -> dict[str, Target]:
+def read_targets(path: str | Path) -> dict[str, ClusterAddress]:
     """The driver's targets file: JSON mapping each student id to its target."""
     try:
         data = json.loads(Path(path).read_text())
@@ -94,12 +68,12 @@ def read_targets(path: str | Path) -> dict[str, Target]:
         raise TargetError(f"the targets file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise TargetError(f"the targets file {path} must map student ids to targets")
-    return {str(student): Target.from_dict(str(student), entry)
+    return {str(student): address_from_dict(str(student), entry)
             for student, entry in data.items()}
 
 
 @functools.cache
-def target_for(student: str, targets_file: str) -> Target | None:
+def target_for(student: str, targets_file: str) -> ClusterAddress | None:
     """The student's target from the driver's file; None when grading without a driver (then
     the environment nbgrader was started with selects the cluster). Read once per process,
     before the first notebook runs: a later notebook of the same assignment must not see a

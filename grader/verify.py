@@ -1,18 +1,17 @@
 """Hidden test cells: `from grader.verify import verify` and one call, `verify("day1.install")`.
 
 `verify` runs the lab's checks (public + hidden) in a fresh `python -I -m grader.verify`
-process, so nothing defined or patched in the notebook's kernel takes part in the verdict. It
-prints nothing when every check passes (nbgrader scores a test cell with stderr output 0) and
-raises an AssertionError listing only the failed checks' descriptions and shareable hints —
-never a check's source. During autograding the authoritative verdict is recomputed outside
+process, so nothing defined or patched in the notebook's kernel takes part in the verdict; that
+process prints the learner's view of the report (`labs.checks.render.report_dict`). It prints
+nothing when every check passes (nbgrader scores a test cell with stderr output 0) and raises an
+AssertionError listing only the failed checks' descriptions, public reasons and shareable hints
+— never a check's source. During autograding the authoritative verdict is recomputed outside
 the kernel by `grader.preprocessors.VerifyHiddenTests`, with the same `run_verification`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -95,35 +94,16 @@ def verify(lab: str) -> None:
         raise AssertionError(verdict.message())
 
 
-def load_extra_checks(spec: str) -> None:
-    """Import the check modules named in `spec` (see EXTRA_CHECKS_ENV), registering them."""
-    for item in filter(None, spec.split(os.pathsep)):
-        if item.endswith(".py"):
-            path = Path(item)
-            module_spec = importlib.util.spec_from_file_location(f"_checks_{path.stem}", path)
-            if module_spec is None or module_spec.loader is None:
-                raise ImportError(f"cannot load checks from {path}")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(item)
-
-
 def _results(lab: str) -> dict[str, object]:
-    import grader.hidden  # noqa: F401 - registers the public, then the hidden checks
     from labs.checks import CheckContext, find, run_checks
+    from labs.checks.registry import load_checks
+    from labs.checks.render import report_dict
     from labs.cluster import current_cluster
 
-    load_extra_checks(os.environ.get(EXTRA_CHECKS_ENV, ""))
+    load_checks(hidden=True, extra=filter(None, os.environ.get(EXTRA_CHECKS_ENV, "").split(
+        os.pathsep)))
     checks = find(lab, include_hidden=True)
-    report = run_checks(lab, checks, CheckContext(current_cluster(start=True)))
-    return {"lab": lab, "earned": report.earned, "possible": report.possible,
-            "results": [{"id": r.check.id, "status": str(r.outcome.status),
-                         "description": r.check.description, "points": r.check.points,
-                         "hint": r.check.hint if r.check.share_hint else "",
-                         # what a hidden check saw could give its test away
-                         "reason": "" if r.check.hidden else r.outcome.reason}
-                        for r in report.results]}
+    return report_dict(run_checks(lab, checks, CheckContext(current_cluster(start=True))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = _results(args.lab)
     except Exception as exc:  # the verdict must say why, never show a traceback
-        print(json.dumps({"lab": args.lab, "error": f"{type(exc).__name__}: {exc}"}))
+        print(json.dumps({"selector": args.lab, "error": f"{type(exc).__name__}: {exc}"}))
         return 2
     print(json.dumps(data))
     return 0

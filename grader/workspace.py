@@ -19,8 +19,7 @@ from grader.sandbox.accounts import end_processes, new_uids
 from grader.sandbox.cgroup import CgroupLimits, StudentCgroup
 from grader.sandbox.cluster import start_fresh
 from grader.sandbox.student import StudentSandbox
-from grader.targets import Target
-from labs.cluster import EmbeddedCluster
+from labs.cluster import ClusterAddress, EmbeddedCluster
 
 _UNLISTABLE = 0o300
 
@@ -64,21 +63,21 @@ class Workspace:
         state_root.mkdir(mode=0o700)
         return f"g-{secrets.token_hex(8)}", state_root
 
-    def fresh_cluster(self) -> tuple[EmbeddedCluster, Target]:
+    def fresh_cluster(self) -> tuple[EmbeddedCluster, ClusterAddress]:
         """A new embedded cluster with a random name and state root (started)."""
         name, state_root = self._state_root()
         cluster = EmbeddedCluster(name, state_root)
         cluster.up()
-        return cluster, Target(cluster=cluster.name, state_dir=str(state_root))
+        return cluster, ClusterAddress(cluster=cluster.name, state_dir=str(state_root))
 
     def sandboxed_cluster(self, sandbox: StudentSandbox
-                          ) -> tuple[EmbeddedCluster, Target, StudentSandbox]:
+                          ) -> tuple[EmbeddedCluster, ClusterAddress, StudentSandbox]:
         """A fresh cluster whose daemon runs in `sandbox` (started)."""
         name, state_root = self._state_root()
         sandbox = replace(sandbox, cluster=name, state_root=str(state_root))
         cluster = start_fresh(sandbox)
         sandbox = sandbox.with_cluster_copies(cluster.paths)
-        return cluster, Target(cluster=name, state_dir=str(state_root)), sandbox
+        return cluster, ClusterAddress(cluster=name, state_dir=str(state_root)), sandbox
 
     def discard_sandbox(self, sandbox: StudentSandbox) -> None:
         """End everything the sandbox's uids run (its cluster too), then delete its network

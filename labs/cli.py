@@ -1,16 +1,19 @@
 """The `meshlab` command: start and stop embedded clusters, open the course in JupyterLab (the
-learner's workspace, or the instructor sources), and the course commands around them."""
+learner's workspace, or the instructor sources), and the course commands around them. Commands
+of other packages (the grader's `meshlab grade`) join through the entry point group
+`meshlab.commands`, so `labs` does not import them."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from grader.command import GRADE_HELP, cmd_grade, configure_grade
 from labs.board.command import BOARD_HELP, cmd_board, configure_board
 from labs.catalog import CatalogError, load_catalog
 from labs.checks.command import CHECK_HELP, cmd_check, configure_check
@@ -29,6 +32,7 @@ from labs.workspace.command import (
 )
 
 COURSE_ROOT = Path(__file__).resolve().parents[1]
+COMMANDS_GROUP = "meshlab.commands"
 
 
 def _cluster(args: argparse.Namespace) -> EmbeddedCluster:
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure_solve(add_command(sub, "solve", cmd_solve, SOLVE_HELP))
     configure_reset(add_command(sub, "reset", cmd_reset, RESET_HELP))
     configure_board(add_command(sub, "board", cmd_board, BOARD_HELP))
-    configure_grade(add_command(sub, "grade", cmd_grade, GRADE_HELP, one_cluster=False))
+    for hook in entry_points(group=COMMANDS_GROUP):
+        hook.load()(functools.partial(add_command, sub))
     return parser
 
 

@@ -1,6 +1,35 @@
-"""Ages as Kubernetes prints them: kubectl's AGE column and istioctl's SYNCED (5m12s, 3h, 12d)."""
+"""Durations as Istio and Kubernetes write them: Go/protobuf durations in objects (`1.5s`,
+`100ms`, `1m30s`), read by the embedded mesh and by the checks alike, and ages as kubectl's AGE
+column and istioctl's SYNCED print them (5m12s, 3h, 12d)."""
 
 from __future__ import annotations
+
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
+
+
+class DurationError(ValueError):
+    """Not a duration; the message names the field and shows how to write one."""
+
+
+def go_duration_seconds(value: object, where: str) -> float:
+    """A Go/protobuf duration (`10s`, `1.5s`, `100ms`, `1m30s`) in seconds; `where` names the
+    field in the error."""
+    text = str(value).strip()
+    seconds = 0.0
+    position = 0
+    for part in _DURATION_PART.finditer(text):
+        if part.start() != position:
+            break
+        seconds += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
+        position = part.end()
+    if not text or position != len(text):
+        raise DurationError(f"{where}: {value!r} is not a duration; write it like 10s, 500ms "
+                            f"or 1m30s")
+    return seconds
 
 
 def human_duration(seconds: float) -> str:

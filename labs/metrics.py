@@ -5,9 +5,10 @@
 
 `query` answers an instant query (Prometheus' `/api/v1/query`) as a `Vector` of `Sample`s
 (labels, value), shown as a table; `query_range` (`/api/v1/query_range`) as `Series` of
-(time, value) points, what a dashboard panel draws. Prometheus scrapes the proxies once a second,
-so a count or a rate shows new traffic a moment after it was sent: instead of sleeping, say what
-you expect and the query repeats until it holds, like `labs.traffic.probe`:
+(time, value) points, what a dashboard panel draws. On the embedded cluster Prometheus scrapes
+Istio's standard metrics once a second (Envoy's own `envoy_*` stats every 15 s, as upstream's
+addon does), so a count or a rate shows new traffic a moment after it was sent: instead of
+sleeping, say what you expect and the query repeats until it holds, like `labs.traffic.probe`:
 
     >>> query(PROMQL, until=lambda rows: rows.total() >= 30)
 
@@ -164,7 +165,7 @@ def prometheus_url(cluster: ClusterRef | None = None) -> str:
         raise MetricsError(f"the embedded cluster {ref.context!r} is not running: start it with "
                            f"`meshlab up --name {ref.context}` (or run the notebook's setup cell)")
     if "prometheus" not in ports:
-        from labs.embedded.mesh.prometheus import prometheus_binary, prometheus_missing_hint
+        from labs.embedded.apps.prometheus import prometheus_binary, prometheus_missing_hint
 
         if prometheus_binary() is None:
             raise MetricsError(prometheus_missing_hint())

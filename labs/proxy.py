@@ -6,8 +6,8 @@
     ...                       proxy.mentions("outbound|9080|v1|reviews"))
 
 `pod` is a pod name or `deploy/<name>` (the Deployment's first running pod). The Envoy admin API
-is reached the way the backend allows: on the embedded cluster the sidecar's admin port (pod
-annotation `meshlab.dev/proxy-ports`) is on 127.0.0.1; on kind or an existing cluster through
+is reached the way the backend allows (`ClusterRef.sidecar_admin`): on the embedded cluster the
+sidecar's admin port on 127.0.0.1; on kind or an existing cluster through
 `kubectl exec <pod> -c istio-proxy -- pilot-agent request GET <path>`, like istioctl does.
 """
 
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from labs.cluster import ClusterRef, current_cluster
-from labs.embedded.mesh.state import PROXY_PORTS, SIDECAR_CONTAINER
+from labs.cluster import ClusterRef, SidecarError, current_cluster
+from labs.istio_names import SIDECAR_CONTAINER
 from labs.istioctl import configdump
 from labs.istioctl.configdump import ConfigTable
 
 Obj = dict[str, Any]
-ADMIN_TIMEOUT_S = 5.0
 
 
 class ProxyError(RuntimeError):
@@ -41,16 +38,10 @@ def admin(pod: str, namespace: str = "default", path: str = "config_dump", *,
     Envoy admin API; returns the body."""
     ref = cluster or current_cluster()
     obj = resolve_pod(ref, pod, namespace)
-    name = obj["metadata"]["name"]
-    path = path.lstrip("/")
-    if ref.embedded is not None:
-        return _http_admin(_admin_port(obj), path, f"pod {name} in namespace {namespace}")
-    result = ref.kubectl(f"--namespace={namespace}", "exec", name, "-c", SIDECAR_CONTAINER,
-                         "--", "pilot-agent", "request", "GET", path, timeout=30)
-    if result.returncode != 0:
-        raise ProxyError(f"asking the sidecar of pod {name} in namespace {namespace} for "
-                         f"/{path} failed: {result.stderr.strip()}")
-    return result.stdout
+    try:
+        return ref.sidecar_admin(obj, path.lstrip("/"))
+    except SidecarError as exc:
+        raise ProxyError(str(exc)) from None
 
 
 def config_dump(pod: str, namespace: str = "default", *,
@@ -136,30 +127,6 @@ def resolve_pod(ref: ClusterRef, pod: str, namespace: str) -> Obj:
                          f"label the namespace istio-injection=enabled and restart the "
                          f"workload with `kubectl rollout restart`")
     return obj
-
-
-def _admin_port(pod: Obj) -> int:
-    raw = (pod["metadata"].get("annotations") or {}).get(PROXY_PORTS)
-    try:
-        return int(json.loads(raw)["admin"])
-    except (TypeError, ValueError, KeyError):
-        raise ProxyError(f"pod {pod['metadata']['name']} has no sidecar admin port yet "
-                         f"(annotation {PROXY_PORTS} is {raw!r}); wait until the pod is "
-                         f"Running: `kubectl wait --for=condition=Ready pod/"
-                         f"{pod['metadata']['name']}`") from None
-
-
-def _http_admin(port: int, path: str, what: str) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}",
-                                    timeout=ADMIN_TIMEOUT_S) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        raise ProxyError(f"the sidecar of {what} answered /{path} with {exc.code}: "
-                         f"{exc.read().decode(errors='replace')[:200]}") from None
-    except OSError as exc:
-        raise ProxyError(f"the sidecar of {what} does not answer on its admin port {port} "
-                         f"({exc}); is the pod Running 2/2? `kubectl get pods`") from None
 
 
 # --- the istioctl views (built by labs.istioctl.configdump, shared with `istioctl`) --------

@@ -2,9 +2,11 @@
 (`/api/v2/traces`, `/api/v2/trace/{id}`, `/api/v2/services`), the API Istio's Zipkin and Jaeger
 addons serve.
 
-Every sidecar reports one span per request it proxies (a CLIENT span on the caller's side, a
-SERVER span on the callee's); a trace joins them only because the application copies the B3
-headers (`x-b3-traceid`, ...) from the request it got to the requests it makes — Bookinfo does.
+Every sidecar reports one span per sampled request it proxies (a CLIENT span on the caller's
+side, a SERVER span on the callee's): Istio samples 1 % by default (a Telemetry resource's
+`randomSamplingPercentage` changes that), and a request sent with `x-b3-sampled: 1` always. A
+trace joins the spans only because the application copies the B3 headers (`x-b3-traceid`, ...)
+from the request it got to the requests it makes — Bookinfo does.
 Spans reach the collector a moment after the request, so `trace` waits (boundedly) for them.
 
     >>> from labs.tracing import trace

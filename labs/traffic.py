@@ -31,8 +31,8 @@ from typing import TypeVar
 
 from labs.cluster import ClusterRef, current_cluster
 from labs.course import LabError, manifest
+from labs.istio_names import SIDECAR_CONTAINER
 
-SIDECAR_CONTAINER = "istio-proxy"
 UNCLASSIFIED = "unclassified"
 PERCENTILES = (50, 90, 99)
 _PODNAME = re.compile(r"reviews-(v\d+)-")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from labs.embedded.apps.catalog import APPS, app_for, repository
+from labs.embedded.apps.catalog import APPS, SIDECAR, app_for, repository
 from labs.embedded.loopback import free_port
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
@@ -415,7 +415,7 @@ def test_catalog_matches_repositories_with_any_registry_and_tag() -> None:
     assert reviews is not None and "v3" in reviews.description
     assert reviews.argv([9999])[-4:] == ["--version", "v3", "--port", "9999"]
     assert app_for("nginx:1.27") is None
-    assert app_for("istio/proxyv2:1.30.0") is None
+    assert app_for("istio/proxyv2:1.30.0") is SIDECAR  # the sidecar runs Envoy
 
 
 def manifest_images() -> list[tuple[str, str]]:
@@ -433,11 +433,11 @@ def test_manifests_parse_and_every_image_is_in_the_catalog() -> None:
     names = {p.name for p in MANIFESTS.glob("*.yaml")}
     assert {"bookinfo.yaml", "httpbin.yaml", "curl.yaml", "fortio.yaml",
             "ext-authz.yaml"} <= names
-    # The ingress gateway's proxyv2 image runs Envoy (the runtime's sidecar twin) and the
-    # Prometheus addon's image the real Prometheus (labs.embedded.mesh.prometheus), not apps.
-    images = [(n, i) for n, i in manifest_images()
-              if n not in ("istio-ingressgateway.yaml", "prometheus.yaml")]
-    assert len(images) == 10  # 6 bookinfo + httpbin + curl + fortio + ext-authz
+    # The Prometheus addon's image runs the real Prometheus (labs.embedded.apps.prometheus),
+    # not a catalog app.
+    images = [(n, i) for n, i in manifest_images() if n != "prometheus.yaml"]
+    # 6 bookinfo + httpbin + curl + fortio + ext-authz + the ingress gateway's proxyv2 (SIDECAR)
+    assert len(images) == 11
     for name, image in images:
         assert app_for(image) is not None, f"{name}: {image}"
     assert {repository(image) for _, image in images} <= set(APPS)

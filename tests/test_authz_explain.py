@@ -18,6 +18,7 @@ from test_xds_authorization import ISSUER, Signer
 
 from labs import authz
 from labs.authz import Decision, PolicyRef
+from labs.cluster import ClusterRef
 
 meshed = mesh_namespace_fixture("httpbin", "curl", prefix="explain")
 
@@ -55,6 +56,14 @@ def test_deny_policy_is_named_and_allow_rule_too(meshed: MeshNamespace) -> None:
     allowed = explain(meshed, "/get")
     assert (allowed.status, allowed.allowed) == (200, True)
     assert allowed.policy == PolicyRef(meshed.name, "allow-get", 0, "ALLOW")
+
+    # Kind's path: `kubectl logs -c istio-proxy` (Istio's text format) and `pilot-agent
+    # request`, which the embedded sidecars answer too; the text log names the DENY rule.
+    remote = ClusterRef(meshed.cluster.kubeconfig, meshed.cluster.context)
+    by_kubectl = authz.explain("http://httpbin:8000/status/418", namespace=meshed.name,
+                               cluster=remote)
+    assert (by_kubectl.status, by_kubectl.details) == (403, denied.details)
+    assert by_kubectl.policy == denied.policy
 
 
 def test_allow_nothing(meshed: MeshNamespace) -> None:

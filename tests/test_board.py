@@ -19,14 +19,15 @@ import pytest
 from conftest import poll
 from jupyterlab_browser import chromium_path
 
-from labs.board import Board, RosterError, Student, load_roster, plan, show
+from labs.board import Board, show
 from labs.board.plan import build_plan
 from labs.board.refresh import Refresher
 from labs.board.render import duration, fragment
 from labs.board.server import make_app, start
 from labs.checks import Check, Outcome, Report, Result, failed, passed, registry, skipped
 from labs.cli import main as meshlab
-from labs.cluster import EmbeddedCluster
+from labs.cluster import ClusterAddress, EmbeddedCluster
+from labs.cluster.roster import RosterError, Student, load_roster
 
 FIXTURES = Path(__file__).parent / "fixtures" / "board"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -39,12 +40,13 @@ def test_yaml_roster_lists_embedded_clusters_and_contexts() -> None:
     """Are relative paths taken from the roster's folder, and the top-level state_dir used only
     where a student names none?"""
     alice, bob, carol = load_roster(FIXTURES / "roster.yaml")
-    assert alice == Student("alice", cluster="alice", state_dir=FIXTURES / "clusters")
-    assert bob == Student("bob", cluster="bob", state_dir=Path("/srv/meshlab"))
-    assert carol == Student("carol", context="kind-carol",
-                            kubeconfig=FIXTURES / "kube" / "config")
-    assert carol.ref().context == "kind-carol"
-    assert alice.ref().kubeconfig == FIXTURES / "clusters" / "clusters" / "alice" / "kubeconfig"
+    assert alice == Student("alice", ClusterAddress("alice", str(FIXTURES / "clusters")))
+    assert bob == Student("bob", ClusterAddress("bob", "/srv/meshlab"))
+    assert carol == Student("carol", ClusterAddress(
+        context="kind-carol", kubeconfig=str(FIXTURES / "kube" / "config")))
+    assert carol.address.ref().context == "kind-carol"
+    assert alice.address.ref().kubeconfig == (
+        FIXTURES / "clusters" / "clusters" / "alice" / "kubeconfig")
     assert [s.target for s in (alice, carol)] == ["embedded alice", "context kind-carol"]
 
 
@@ -52,10 +54,11 @@ def test_csv_rosters_name_clusters_or_contexts(monkeypatch: pytest.MonkeyPatch) 
     """Do both CSV forms parse, with empty optional columns meaning 'the default'?"""
     monkeypatch.setenv("KUBECONFIG", "/tmp/meshlab-kubeconfig")
     alice, bob = load_roster(FIXTURES / "roster.csv")
-    assert alice.state_dir == FIXTURES / "clusters" and bob.state_dir is None
+    assert alice.address.state_dir == str(FIXTURES / "clusters")
+    assert bob.address.state_dir is None
     carol, dan = load_roster(FIXTURES / "roster-contexts.csv")
-    assert carol.kubeconfig == FIXTURES / "kube" / "config"
-    assert dan.ref().kubeconfig == Path("/tmp/meshlab-kubeconfig")
+    assert carol.address.kubeconfig == str(FIXTURES / "kube" / "config")
+    assert dan.address.ref().kubeconfig == Path("/tmp/meshlab-kubeconfig")
 
 
 @pytest.mark.parametrize(("name", "text", "expected"), [
@@ -113,11 +116,11 @@ def test_hidden_checks_come_after_the_public_ones_or_are_refused_clearly(
     assert any(c.hidden for c in checks) and checks[0].id == "day1.install.namespace"
     assert [c.hidden for c in checks] == sorted(c.hidden for c in checks)
     assert not any(c.hidden for c in build_plan([LAB])[LAB])
-    monkeypatch.setattr(plan, "HIDDEN_PACKAGE", "grader.no_such_checks")
+    monkeypatch.setattr(registry, "HIDDEN_CHECKS_GROUP", "meshlab.no_such_checks")
     assert meshlab(["board", "--hidden", "--labs", LAB, "--name", "x"]) == 2
     err = capsys.readouterr().err
-    assert "--hidden needs the grader's hidden checks (grader.no_such_checks)" in err
-    assert "leave out --hidden" in err
+    assert "--hidden needs the grader's hidden checks" in err
+    assert "meshlab.no_such_checks" in err and "leave out --hidden" in err
 
 
 # ------------------------------------------------------------------- the board's data model
@@ -146,7 +149,7 @@ class Clock:
 
 
 def _board(clock: Clock) -> Board:
-    students = [Student(n, cluster=n) for n in ("ann", "ben", "cat", "dov")]
+    students = [Student(n, ClusterAddress(n)) for n in ("ann", "ben", "cat", "dov")]
     return Board(students, PLAN, interval=10, clock=clock)
 
 
@@ -171,7 +174,7 @@ def test_cells_count_checks_and_points_and_colour_by_state() -> None:
     dov = board.snapshot()["students"][3]
     assert (dov["state"], dov["reason"]) == ("unreachable",
                                               "cluster unreachable: connection refused")
-    fresh = Board([Student("eve", cluster="eve")], PLAN).snapshot()
+    fresh = Board([Student("eve", ClusterAddress("eve"))], PLAN).snapshot()
     assert fresh["students"][0]["labs"]["lab.a"]["state"] == "pending"
 
 
@@ -216,7 +219,7 @@ def test_stuck_lists_the_checks_most_students_fail_longest_first() -> None:
 
 def test_the_grid_escapes_what_students_and_checks_say() -> None:
     """Can a student name or a failure reason inject markup into the instructor's page?"""
-    board = Board([Student("<b>x</b>", cluster="x")], PLAN)
+    board = Board([Student("<b>x</b>", ClusterAddress("x"))], PLAN)
     board.record("<b>x</b>", _report(passed(), failed("<script>alert(1)</script>"), passed()))
     html = fragment(board.snapshot())
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -307,7 +310,7 @@ def test_an_unreachable_context_is_shown_with_kubectl_s_reason(tmp_path: Path) -
         "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:9"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
-    students = [Student("zed", context="gone", kubeconfig=kubeconfig)]
+    students = [Student("zed", ClusterAddress(context="gone", kubeconfig=str(kubeconfig)))]
     board = Board(students, build_plan([LAB]))
     asyncio.run(Refresher(board, students).refresh_once())
     zed = board.snapshot()["students"][0]

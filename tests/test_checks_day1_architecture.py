@@ -25,8 +25,8 @@ from conftest import without_namespaces
 from mesh_support import MeshNamespace, wait_available
 from notebook_support import COURSE
 
-import grader.hidden  # noqa: F401 - registers the hidden checks beside the public ones
 from labs.checks import Check, CheckContext, Report, Status, find, run_checks
+from labs.checks.registry import load_checks
 from labs.cluster import ClusterRef
 
 LAB = "day1.architecture"
@@ -54,6 +54,7 @@ def lab(cluster: ClusterRef) -> Iterator[MeshNamespace]:
 
 def run(cluster: ClusterRef, *, hidden: bool = True) -> Report:
     """The lab's checks (with the hidden ones), behavioural ones retried briefly."""
+    load_checks(hidden=hidden)
     checks: list[Check] = [
         dataclasses.replace(c, retry=dataclasses.replace(c.retry, deadline=QUICK_DEADLINE_S))
         if c.retry else c for c in find(LAB, include_hidden=hidden)]

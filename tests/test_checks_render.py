@@ -29,7 +29,7 @@ from labs.checks import (
     skipped,
     warned,
 )
-from labs.checks.render import render_html, render_json, render_text
+from labs.checks.render import Audience, render_html, render_json, render_text, report_dict
 from labs.cluster import ClusterRef
 
 GOLDEN = Path(__file__).parent / "fixtures" / "checks"
@@ -118,6 +118,20 @@ def test_hidden_hint_only_when_shareable() -> None:
     for rendered in (render_text(report), render_html(report), render_json(report)):
         assert "reviews-v3" not in rendered and "v3 &amp; v2" not in rendered
         assert SHARED_HINT in rendered.replace("&#x27;", "'")
+
+
+def test_one_rule_per_audience() -> None:
+    """Does a learner never see what a hidden check saw, nor its unshared hint, while the
+    instructor's verdicts (the board's) keep both?"""
+    report = sample_report()
+    learner = {r["id"]: r for r in report_dict(report)["results"]}
+    instructor = {r["id"]: r for r in report_dict(report, Audience.INSTRUCTOR)["results"]}
+    assert (learner["demo.graded.secret"]["reason"], learner["demo.graded.secret"]["hint"]) == (
+        "", "")
+    assert (instructor["demo.graded.secret"]["reason"],
+            instructor["demo.graded.secret"]["hint"]) == ("v3 ×4", SECRET_HINT)
+    public = "demo.install.sidecars"
+    assert learner[public] == instructor[public]
 
 
 def test_json_schema() -> None:

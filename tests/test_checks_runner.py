@@ -59,7 +59,7 @@ def with_retry(item: Check, retry: Retry) -> Check:
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Register test checks in a copy of the registry (with the public checks loaded), so they
     never leak into other tests."""
-    registry.load_public_checks()
+    registry.load_checks()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     yield
 

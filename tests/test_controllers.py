@@ -26,9 +26,9 @@ from labs.embedded.apiserver.objects import now
 from labs.embedded.apiserver.resources import ResourceRegistry, ResourceType
 from labs.embedded.apiserver.store import Store
 from labs.embedded.controllers import deployment_util as du
-from labs.embedded.controllers.endpoints import HOST_PORTS_ANNOTATION
 from labs.embedded.controllers.eventttl import EventTTLController
 from labs.embedded.controllers.garbagecollector import GarbageCollector
+from labs.embedded.workload import HOST_PORTS
 
 Obj = dict[str, Any]
 
@@ -100,7 +100,7 @@ class FakeKubelet:
             ports = {str(p["containerPort"]): next(self.ports)
                      for c in pod["spec"]["containers"] for p in c.get("ports") or []}
             pod["spec"]["nodeName"] = "meshlab-control-plane"
-            pod["metadata"].setdefault("annotations", {})[HOST_PORTS_ANNOTATION] = json.dumps(ports)
+            pod["metadata"].setdefault("annotations", {})[HOST_PORTS] = json.dumps(ports)
             pod = self.api.update(PODS, meta["namespace"], meta["name"], pod).object
         pod["status"] = {
             "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
@@ -501,7 +501,7 @@ def test_surge_rounds_up_and_unavailability_rounds_down() -> None:
 def _pod(name: str, ports: dict[str, int], labels: dict[str, str]) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels,
-                         "annotations": {HOST_PORTS_ANNOTATION: json.dumps(ports)}},
+                         "annotations": {HOST_PORTS: json.dumps(ports)}},
             "spec": {"nodeName": "meshlab-control-plane", "containers": [{
                 "name": "app", "image": "httpbin",
                 "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9090}]}]}}

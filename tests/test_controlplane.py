@@ -33,7 +33,9 @@ from labs.embedded.mesh import envoy, writer
 from labs.embedded.mesh.ca import TTL_ENV
 from labs.embedded.mesh.controlplane import MeshControlPlane, sidecar_xds_dir
 from labs.embedded.mesh.forwarder import NodeForwarder
-from labs.embedded.mesh.state import APP_PORTS, HOST_PORTS, PROXY_PORTS, ProxyFiles
+from labs.embedded.mesh.state import ProxyFiles
+from labs.embedded.paths import pods_dir
+from labs.embedded.workload import APP_PORTS, HOST_PORTS, PROXY_PORTS
 
 Obj = dict[str, Any]
 NS = "default"
@@ -111,7 +113,7 @@ class Mesh:
             "ports": [{"name": "http", "port": host_port, "protocol": "TCP"}]}]})
 
     def files(self, workload: Workload) -> ProxyFiles:
-        return ProxyFiles(sidecar_xds_dir(self.state_dir / "pods", workload.pod))
+        return ProxyFiles(sidecar_xds_dir(pods_dir(self.state_dir), workload.pod))
 
     def events(self, reason: str) -> list[Obj]:
         return [e for e in self.api.list(self.rt("", "events"), None)[0]
@@ -404,7 +406,7 @@ async def test_pods_without_ports_wait_and_deleted_pods_are_forgotten(tmp_path: 
         validate=False).object
     plane = MeshControlPlane(mesh.api, tmp_path, free_port())
     plane.sync(None)
-    assert not sidecar_xds_dir(tmp_path / "pods", waiting).exists()
+    assert not sidecar_xds_dir(pods_dir(tmp_path), waiting).exists()
     assert len(plane._proxies) == 2
     mesh.api.delete(pods, NS, curl.pod["metadata"]["name"], grace_period=0)
     plane.sync(None)

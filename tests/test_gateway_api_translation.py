@@ -22,8 +22,9 @@ from labs.embedded.mesh.derived import translate
 from labs.embedded.mesh.gateway_api import Translation, translate_gateway_api
 from labs.embedded.mesh.ingress import fallback_match, translate_ingresses
 from labs.embedded.mesh.kube_status import KubeStatusWriter, programmed_condition
-from labs.embedded.mesh.state import HOST_PORTS, PROXY_PORTS, MeshState, Obj, ProxyFiles
+from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles
 from labs.embedded.mesh.xds.gateway import build_gateway
+from labs.embedded.workload import HOST_PORTS, PROXY_PORTS
 
 NS = "shop"
 OTHER = "backends"

@@ -41,6 +41,7 @@ from grader.sandbox.cgroup import CgroupLimits, StudentCgroup
 from grader.sandbox.jail import Jail
 from grader.workspace import Workspace
 from labs.checks import find
+from labs.checks.registry import load_checks
 from labs.cluster import ClusterRef
 
 FIXTURES = Path(__file__).parent / "fixtures" / "grading"
@@ -341,10 +342,10 @@ def test_hidden_test_cells_are_recognised_by_their_verify_call() -> None:
 
 
 def test_hidden_checks_join_their_lab_after_the_public_ones() -> None:
-    """Does importing grader.hidden register the hidden checks under their lab, hidden from
-    learners and run after the lab's public (and fatal) checks?"""
-    import grader.hidden  # noqa: F401
-
+    """Does loading the hidden checks (grader.hidden, found through its entry point) register
+    them under their lab, hidden from learners and run after the lab's public (and fatal)
+    checks?"""
+    load_checks(hidden=True)
     checks = find("day1.install", include_hidden=True)
     hidden = [c for c in checks if c.hidden]
     assert [c.id for c in hidden] == ["day1.install.reviews-versions"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from conftest import poll
 from mesh_support import (
     MeshNamespace,
@@ -200,3 +201,45 @@ def test_tls_simple_with_a_credential_secret(cluster: ClusterRef, bookinfo: Mesh
         assert https_get(port, cert, HOST, "/elsewhere") == 404
     finally:
         cluster.kubectl("-n", "istio-system", "delete", "secret", "bookinfo-credential")
+
+
+ISTIO_GATEWAY = "gateways.networking.istio.io"  # `gateway` alone is Gateway API's kind
+
+
+def _reconciled(cluster: ClusterRef, namespace: str, gateway: str) -> dict[str, str]:
+    """The Gateway's `Reconciled` condition as `kubectl get gateway -o yaml` shows it."""
+    obj = yaml.safe_load(_kubectl(cluster, "-n", namespace, "get", ISTIO_GATEWAY, gateway, "-o",
+                                  "yaml"))
+    return next((c for c in (obj.get("status") or {}).get("conditions") or []
+                 if c["type"] == "Reconciled"), {})
+
+
+def test_a_missing_credential_secret_is_reported_on_the_gateway(
+        cluster: ClusterRef, bookinfo: MeshNamespace, tmp_path: Path) -> None:
+    """Does a Gateway whose credentialName has no Secret say so on itself (status condition
+    and a Warning event in `kubectl describe`, as istiod's analysis reports IST0101), and stop
+    saying so once the Secret exists?"""
+    host = "missing.example.com"
+    manifest = (TLS_GATEWAY.replace("bookinfo-tls", "missing-tls").replace(HOST, host)
+                .replace("bookinfo-credential", "missing-credential"))
+    problem = "credentialName missing-credential has no usable Secret in istio-system"
+    bookinfo.apply(manifest)
+    try:
+        poll(lambda: _reconciled(cluster, bookinfo.name, "missing-tls").get("status") == "False",
+             "the Gateway's Reconciled condition to report the problem", timeout=30)
+        condition = _reconciled(cluster, bookinfo.name, "missing-tls")
+        assert condition["reason"] == "NotApplied" and problem in condition["message"]
+        described = _kubectl(cluster, "-n", bookinfo.name, "describe", ISTIO_GATEWAY,
+                             "missing-tls")
+        assert "Warning" in described and "NotApplied" in described
+        assert "missing-credential has no usable Secret" in described
+        cert, key = self_signed_cert(tmp_path, host)
+        _kubectl(cluster, "-n", "istio-system", "create", "secret", "tls", "missing-credential",
+                 f"--cert={cert}", f"--key={key}")
+        poll(lambda: _reconciled(cluster, bookinfo.name, "missing-tls").get("status") == "True",
+             "the condition to clear once the Secret exists", timeout=30)
+    finally:
+        cluster.kubectl("-n", "istio-system", "delete", "secret", "missing-credential",
+                        "--ignore-not-found")
+        cluster.kubectl("-n", bookinfo.name, "delete", f"{ISTIO_GATEWAY},virtualservice",
+                        "missing-tls", "--ignore-not-found")

@@ -186,10 +186,7 @@ def pod_of(cluster: ClusterRef, namespace: str, app: str) -> dict[str, object]:
 
 def sds_dir(cluster: EmbeddedCluster, pod: dict[str, object]) -> Path:
     """Where the pod's sidecar reads its certificate: <pod dir>/istio-proxy/xds/sds."""
-    meta = pod["metadata"]
-    assert isinstance(meta, dict)
-    return (cluster.paths.dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
-            / "istio-proxy" / "xds" / "sds")
+    return cluster.paths.pod_dir(pod) / "istio-proxy" / "xds" / "sds"
 
 
 def inline_secret(path: Path) -> dict[str, object]:

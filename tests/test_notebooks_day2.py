@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 from notebook_support import COURSE, course_notebooks, run_notebooks
 
-import grader.hidden  # noqa: F401  (registers the hidden checks, as the verifier does)
 from labs.checks import find
+from labs.checks.registry import load_checks
 from labs.cluster import EmbeddedCluster
 
 DAY2 = COURSE / "day2"
@@ -52,6 +52,7 @@ def test_day2_runs_in_course_order_on_a_fresh_cluster(notebook_cluster: Embedded
 def test_every_gradable_step_has_a_hidden_test_of_a_real_check() -> None:
     """Each hidden test cell verifies an existing check of its lab, and each check that earns
     points is graded by exactly one cell."""
+    load_checks(hidden=True)  # as the verifier does
     for path, lab in ((DAY2 / "01-authorization.ipynb", "day2.authz"),
                       (DAY2 / "02-jwt.ipynb", "day2.jwt")):
         graded = []

@@ -18,9 +18,9 @@ import pytest
 from conftest import Kubectl
 
 from labs.cluster import ClusterRef, EmbeddedCluster
+from labs.embedded.workload import HOST_PORTS
 
 MANIFESTS = Path(__file__).parent / "fixtures" / "manifests"
-HOST_PORTS_ANNOTATION = "meshlab.dev/host-ports"
 KEPT = ["namespace/keep", "deployment/web", "configmap/web-settings", "service/web",
         "virtualservice/reviews", "destinationrule/reviews"]
 
@@ -121,7 +121,7 @@ def test_objects_and_pods_survive_kill_9(own_cluster: ClusterRef) -> None:
     old_ports = {port for port, inode in listeners().items() if inode in held}
     pods = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"]
     for pod in pods:  # the host ports the runtime gave each pod (see controllers/endpoints.py)
-        annotation = pod["metadata"].get("annotations", {}).get(HOST_PORTS_ANNOTATION, "{}")
+        annotation = pod["metadata"].get("annotations", {}).get(HOST_PORTS, "{}")
         old_ports |= {int(port) for port in json.loads(annotation).values()}
     assert old_ports, "the pods listen on no host port: nothing to check for strays"
 

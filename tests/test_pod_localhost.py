@@ -13,9 +13,9 @@ import pytest
 from conftest import poll
 from mesh_support import MeshNamespace, mesh_namespace_fixture, yaml_stream
 
-from labs.embedded.mesh.state import SIDECAR_CONTAINER
 from labs.embedded.runtime import network
 from labs.embedded.runtime.ports import PortAllocator
+from labs.istio_names import SIDECAR_CONTAINER
 
 mesh = mesh_namespace_fixture("httpbin", "fortio", "curl", prefix="podlo")
 

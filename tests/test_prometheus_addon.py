@@ -28,7 +28,7 @@ from test_metrics_api import mebibytes, table
 from test_port_forward import get, port_forward
 
 from labs.cluster import ClusterRef
-from labs.embedded.mesh.state import host_ports
+from labs.embedded.workload import host_ports
 
 ISTIOCTL = str(Path(sys.executable).parent / "istioctl")
 SELECTOR = "app.kubernetes.io/name=prometheus"

@@ -6,6 +6,7 @@ directory?"""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,14 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from labs.embedded.apps.prometheus import twin_argv
 from labs.embedded.mesh.prometheus import (
     ADDON_NAMESPACE,
     PrometheusTargets,
     prepare,
     proxy_targets,
-    twin_argv,
+    stats_filter,
 )
-from labs.embedded.mesh.state import HOST_PORTS, PROXY_PORTS, MeshState, Obj, pod_dir_name
+from labs.embedded.mesh.state import MeshState, Obj
+from labs.embedded.workload import HOST_PORTS, PROXY_PORTS, pod_dir_name
 
 
 def proxy_pod(name: str, namespace: str, admin: int, labels: dict[str, str],
@@ -38,13 +41,43 @@ def test_sidecars_and_gateways_are_targets() -> None:
                         ["proxy", "router"])
     unstarted = proxy_pod("pending", "default", 0, {}, ["proxy", "router"])
     groups = proxy_targets(MeshState(pods=[gateway, sidecar, unstarted]))
+    default_filter = stats_filter(sidecar)
     assert groups == [
         {"targets": ["127.0.0.1:15001"],
          "labels": {"namespace": "default", "pod": "httpbin-1", "workload": "httpbin-1",
-                    "app": "httpbin", "version": "v1"}},
+                    "app": "httpbin", "version": "v1", "__param_filter": default_filter}},
         {"targets": ["127.0.0.1:15002"],
          "labels": {"namespace": "istio-system", "pod": "istio-ingressgateway-1",
-                    "workload": "istio-ingressgateway-1", "app": "istio-ingressgateway"}}]
+                    "workload": "istio-ingressgateway-1", "app": "istio-ingressgateway",
+                    "__param_filter": default_filter}}]
+
+
+ENVOY_STATS = ("server.uptime", "cluster_manager.cds.update_success",
+               "listener_manager.total_listeners_active", "http.inbound_9080.rbac.allowed",
+               "listener.127.0.0.1_15006.downstream_cx_active",
+               "vhost.reviews.route.canary.upstream_rq_total",
+               "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total",
+               "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_time",
+               "http.inbound_9080.downstream_rq_time")
+
+
+def test_envoy_stats_are_istios_default_inclusion_list_plus_annotations() -> None:
+    """Does Prometheus ask each proxy only for the stats a real Istio proxy exposes (its
+    default inclusion list), widened by the pod's `sidecar.istio.io/statsInclusion*`
+    annotations as in Istio?"""
+    pod = proxy_pod("httpbin-1", "default", 15001, {}, ["proxy", "sidecar"])
+    kept = {name for name in ENVOY_STATS if re.search(stats_filter(pod), name)}
+    assert kept == {"server.uptime", "cluster_manager.cds.update_success",
+                    "listener_manager.total_listeners_active",
+                    "http.inbound_9080.rbac.allowed",
+                    "listener.127.0.0.1_15006.downstream_cx_active",
+                    "vhost.reviews.route.canary.upstream_rq_total"}
+    pod["metadata"]["annotations"].update({
+        "sidecar.istio.io/statsInclusionPrefixes": "cluster.outbound",
+        "sidecar.istio.io/statsInclusionSuffixes": "downstream_rq_time",
+        "sidecar.istio.io/statsInclusionRegexps": "server.*"})
+    widened = {name for name in ENVOY_STATS if re.search(stats_filter(pod), name)}
+    assert widened == set(ENVOY_STATS)
 
 
 def prometheus_pod(name: str, namespace: str, port: int, labels: dict[str, str]) -> Obj:

@@ -25,7 +25,8 @@ from runtime_support import KUBECTL, NODE, Cluster, Obj, run
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
-from labs.embedded.runtime.context import BACKOFF_ENV, HOST_PORTS_ANNOTATION
+from labs.embedded.runtime.context import BACKOFF_ENV
+from labs.embedded.workload import HOST_PORTS
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def pod_spec(name: str, ports: tuple[int, ...] = (8080,), **container: Any) -> O
 
 
 def host_ports(pod: Obj) -> dict[str, int]:
-    return json.loads(pod["metadata"]["annotations"][HOST_PORTS_ANNOTATION])
+    return json.loads(pod["metadata"]["annotations"][HOST_PORTS])
 
 
 def container_pid(pod: Obj, index: int = 0) -> int:

@@ -30,13 +30,25 @@ from runtime_support import Cluster, Obj, run
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
+from labs.embedded.apps import catalog
+from labs.embedded.loopback import tcp_check
 from labs.embedded.mesh import envoy, sidecar
 from labs.embedded.mesh.forwarder import NodeForwarder
-from labs.embedded.mesh.state import APP_PORTS, HOST_PORTS, PROXY_PORTS, ProxyFiles
+from labs.embedded.mesh.state import ProxyFiles
 from labs.embedded.runtime import twins
 from labs.embedded.runtime.context import BACKOFF_ENV
 from labs.embedded.runtime.ports import PortAllocator
-from labs.embedded.runtime.probes import tcp_check
+from labs.embedded.workload import (
+    ADMIN_PORT_ENV,
+    APP_PORTS,
+    HOST_PORTS,
+    HOST_PORTS_ENV,
+    OUTBOUND_PORT_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
+    PROXY_PORTS,
+    SERVICE_CLUSTER_ENV,
+)
 
 PROXY_IMAGE = "docker.io/istio/proxyv2:1.30.0"
 
@@ -138,10 +150,9 @@ def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     files = ProxyFiles(home / "xds")
     files.xds_dir.mkdir(parents=True)
     files.cds.write_text("resources: []  # written by the control plane\n")
-    argv = sidecar.prepare({"HOME": str(home), "MESHLAB_POD_NAME": "reviews-v1-abc",
-                            "MESHLAB_POD_NAMESPACE": "shop", "MESHLAB_SERVICE_CLUSTER": "reviews",
-                            "MESHLAB_PROXY_ADMIN_PORT": "15000",
-                            "MESHLAB_PROXY_OUTBOUND_PORT": "15001"})
+    argv = sidecar.prepare({"HOME": str(home), POD_NAME_ENV: "reviews-v1-abc",
+                            POD_NAMESPACE_ENV: "shop", SERVICE_CLUSTER_ENV: "reviews",
+                            ADMIN_PORT_ENV: "15000", OUTBOUND_PORT_ENV: "15001"})
     assert argv[0] == str(envoy.envoy_binary()) and "--disable-hot-restart" in argv
     text = (home / "bootstrap.yaml").read_text()
     assert "sidecar~127.0.0.1~reviews-v1-abc.shop~shop.svc.cluster.local" in text
@@ -154,7 +165,7 @@ def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
 
-    with pytest.raises(sidecar.SidecarConfigError, match="MESHLAB_PROXY_ADMIN_PORT"):
+    with pytest.raises(sidecar.SidecarConfigError, match=ADMIN_PORT_ENV):
         sidecar.prepare({"HOME": str(home)})
 
 
@@ -162,9 +173,9 @@ def test_sidecar_image_is_recognised_with_or_without_registry() -> None:
     """Is `istio/proxyv2` recognised at any tag, with or without a registry, and only it?"""
     for image in ("istio/proxyv2:1.30.0", PROXY_IMAGE, "docker.io/istio/proxyv2",
                   "gcr.io/istio-release/proxyv2:1.30.0", "localhost:5000/istio/proxyv2:dev"):
-        assert twins.twin_for(image) is twins.SIDECAR, image
+        assert twins.twin_for(image) is catalog.SIDECAR, image
     for image in ("istio/pilot:1.30.0", "example/proxyv2:1", "myistio/proxyv2:1"):
-        assert twins.twin_for(image) is not twins.SIDECAR, image
+        assert twins.twin_for(image) is not catalog.SIDECAR, image
 
 
 def test_meshed_pod_runs_envoy_and_turns_ready_once_configured(tmp_path: Path) -> None:
@@ -255,9 +266,9 @@ def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
             assert env["no_proxy"] == env["NO_PROXY"] == "localhost,127.0.0.1,::1"
             env = await c.exec_env("meshed", "istio-proxy")
             assert "http_proxy" not in env and "HTTP_PROXY" not in env
-            assert env["MESHLAB_PROXY_ADMIN_PORT"] == str(annotation(pod, PROXY_PORTS)["admin"])
-            assert env["MESHLAB_PROXY_OUTBOUND_PORT"] == str(outbound)
-            assert json.loads(env["MESHLAB_HOST_PORTS"]) == annotation(pod, HOST_PORTS)
+            assert env[ADMIN_PORT_ENV] == str(annotation(pod, PROXY_PORTS)["admin"])
+            assert env[OUTBOUND_PORT_ENV] == str(outbound)
+            assert json.loads(env[HOST_PORTS_ENV]) == annotation(pod, HOST_PORTS)
             env = await c.exec_env("plain", "app")
             assert env["http_proxy"] == env["HTTP_PROXY"] == f"http://127.0.0.1:{forwarder_port}"
 
@@ -290,11 +301,9 @@ def test_commands_an_image_provides_are_on_path(tmp_path: Path,
     """Does a command the catalog says an image provides (like `fortio`) run in
     `kubectl exec`, through a shim first on PATH, and is the catalog's description the
     `Simulated` event?"""
-    from labs.embedded.apps.catalog import App
-
     tool = [sys.executable, "-c", "import sys; print('tool', *sys.argv[1:])"]
-    loadgen = App(description="load generator twin", argv=twins.GENERIC_ECHO.argv,
-                  commands={"loadgen": tool})
+    loadgen = catalog.App(description="load generator twin", argv=twins.GENERIC_ECHO.argv,
+                          commands={"loadgen": tool})
     monkeypatch.setattr(twins, "app_for",
                         lambda image: loadgen if image.startswith("example/loadgen") else None)
 

@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 
 from labs.embedded.loopback import free_port
-from labs.embedded.mesh.state import HOST_PORTS, MeshState
+from labs.embedded.mesh.state import MeshState
 from labs.embedded.mesh.telemetry import LogTailer, SpanStore, TelemetryServer
+from labs.embedded.paths import pods_dir
+from labs.embedded.workload import HOST_PORTS, pod_dir_name
 
 NS = "default"
 PRODUCTPAGE = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
@@ -61,9 +63,7 @@ def line(source: dict, direction: str, **fields: object) -> dict:
 
 
 def append(state_dir: Path, source: dict, *lines: dict) -> None:
-    meta = source["metadata"]
-    pod_dir = state_dir / "pods" / f"{NS}_{meta['name']}_{meta['uid']}"
-    log = pod_dir / "istio-proxy" / "telemetry.log"
+    log = pods_dir(state_dir) / pod_dir_name(source) / "istio-proxy" / "telemetry.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
         out.writelines(json.dumps(item) + "\n" for item in lines)
@@ -198,6 +198,28 @@ async def test_shared_identity_caller_found_by_request_id(server: TelemetryServe
     [(dest, _)] = series(text, "istio_requests_total", reporter="destination")
     assert dest["source_workload"] == "reviews-v2"
     assert dest["source_version"] == "v2"
+
+
+def test_a_scrape_counts_what_was_logged_however_idle_the_poll(tmp_path: Path) -> None:
+    """With the background poll asleep (backed off, here for a minute), does a GET /metrics
+    still count a request logged just before, and render again after the next one?"""
+    async def scenario(state_dir: Path) -> None:
+        telemetry = TelemetryServer(state_dir, free_port(), poll_interval=60)
+        telemetry.update_state(MeshState(pods=PODS, services=SERVICES))
+        await telemetry.start()
+        try:
+            await asyncio.sleep(0.1)  # the poll's first pass, on empty logs
+            ratings = PODS[3]
+            append(state_dir, ratings, line(ratings, "inbound", authority="ratings:9080"))
+            [(_, count)] = series((await get(telemetry, "/metrics"))[1], "istio_requests_total")
+            assert count == 1
+            append(state_dir, ratings, line(ratings, "inbound", authority="ratings:9080"))
+            [(_, count)] = series((await get(telemetry, "/metrics"))[1], "istio_requests_total")
+            assert count == 2
+        finally:
+            await telemetry.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(tmp_path), 30))
 
 
 def test_tailer_reads_appended_lines_and_survives_truncation_and_rotation(

@@ -14,16 +14,7 @@ from pathlib import Path
 import pytest
 
 from labs.embedded.mesh.sidecar import node_id
-from labs.embedded.mesh.state import (
-    HOST_PORTS,
-    PROXY_PORTS,
-    EnvoyResources,
-    MeshState,
-    Obj,
-    ProxyFiles,
-    is_gateway,
-    spiffe_id,
-)
+from labs.embedded.mesh.state import EnvoyResources, MeshState, Obj, ProxyFiles, spiffe_id
 from labs.embedded.mesh.status import vs_unsupported_fields
 from labs.embedded.mesh.xds.gateway import (
     build_gateway,
@@ -33,6 +24,7 @@ from labs.embedded.mesh.xds.gateway import (
     gateway_unsupported_fields,
     service_ports,
 )
+from labs.embedded.workload import HOST_PORTS, PROXY_PORTS, is_gateway
 
 NS = "bookinfo"
 GW_NS = "istio-system"
@@ -216,7 +208,8 @@ def test_tls_simple_terminates_with_the_credential(tmp_path: Path) -> None:
     assert gateway_credentials(mesh, pod) == ["bookinfo-cert"]
     missing = build_gateway(mesh, pod, files(tmp_path), 0)
     assert listener_ports(missing.listeners) == {"health": 40001}
-    assert "bookinfo-cert" in missing.warnings[0]
+    [(about, problem)] = missing.warnings  # for the Gateway's status
+    assert about is simple and "bookinfo-cert has no usable Secret" in problem
     out = build_gateway(mesh, pod, files(tmp_path), 0, credentials=["bookinfo-cert"])
     assert listener_ports(out.listeners) == {
         "0.0.0.0_8443": 40003, "0.0.0.0_8443_nodeport_31390": 31390, "health": 40001}

@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import bootstrap, envoy_binary, envoy_command, write_bootstrap
+from labs.embedded.mesh.meshconfig import default_mesh_config
 from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles, spiffe_id
 from labs.embedded.mesh.xds.clusters import build_outbound
 from labs.embedded.mesh.xds.forwarder_config import build_forwarder, build_forwarder_routes
@@ -271,8 +272,11 @@ def mesh_state(ports: dict[str, int]) -> MeshState:
     policies = [pa("default", "default", "STRICT"),
                 pa("server", "default", None, {"app": "server"},
                    {PERMISSIVE_PORT: "PERMISSIVE", DISABLE_PORT: "DISABLE"})]
+    # every request traced (Istio's default is 1 %), set as Istio's tasks do: in the mesh config
+    mesh_config = {**default_mesh_config(), "defaultConfig": {"tracing": {"sampling": 100}}}
     return MeshState(services=[service], endpoints=[endpoints],
-                     pods=[server, client_pod(ports)], peer_authentications=policies)
+                     pods=[server, client_pod(ports)], peer_authentications=policies,
+                     mesh_config=mesh_config)
 
 
 def start_envoy(tmp: Path, name: str, files: ProxyFiles, admin_port: int,

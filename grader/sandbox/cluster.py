@@ -19,8 +19,7 @@ from grader.sandbox.accounts import hand_over
 from grader.sandbox.environment import sandbox_env
 from grader.sandbox.netns import entered
 from grader.sandbox.student import StudentSandbox, with_port
-from grader.targets import Target
-from labs.cluster import ClusterError, EmbeddedCluster
+from labs.cluster import ClusterAddress, ClusterError, EmbeddedCluster
 from labs.embedded.runtime.exec_user import EXEC_UID_ENV
 
 START_TIMEOUT_S = 60.0
@@ -73,7 +72,7 @@ def start_fresh(sandbox: StudentSandbox) -> EmbeddedCluster:
     return cluster
 
 
-def verifier_target(sandbox: StudentSandbox) -> Target:
+def verifier_target(sandbox: StudentSandbox) -> ClusterAddress:
     """The cluster as the grader's checks reach it, started again (in the sandbox) if the
     submission stopped it: the copied credentials, at the port the daemon listens on now.
     Called in the nbgrader process, which runs in the student's network namespace."""
@@ -84,4 +83,4 @@ def verifier_target(sandbox: StudentSandbox) -> Target:
         raise ClusterError(f"the sandboxed cluster {cluster.name!r} is not running")
     current = Path(sandbox.scratch) / "verifier-now.kubeconfig"
     current.write_text(with_port(sandbox.verifier_kubeconfig.read_text(), port))
-    return Target(context=cluster.name, kubeconfig=str(current))
+    return ClusterAddress(context=cluster.name, kubeconfig=str(current))

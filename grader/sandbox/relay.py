@@ -25,9 +25,8 @@ from typing import Any
 import yaml
 
 from grader.sandbox.netns import entered
-from grader.targets import Target
-from labs.cluster import EmbeddedCluster, kubectl_binary
-from labs.embedded.mesh.state import HOST_PORTS, PROXY_PORTS
+from labs.cluster import ClusterAddress, EmbeddedCluster, kubectl_binary
+from labs.embedded.workload import HOST_PORTS, PROXY_PORTS
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -121,7 +120,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
 
 
-def cluster_ports(target: Target) -> Callable[[], set[int]]:
+def cluster_ports(target: ClusterAddress) -> Callable[[], set[int]]:
     """What a student's live cluster listens on, as the grader (not the kernel) sees it."""
     if target.cluster:
         return lambda: _embedded_ports(EmbeddedCluster(target.cluster, target.state_dir))
@@ -153,7 +152,7 @@ def _kubectl_json(kubeconfig: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def _loopback_api_port(target: Target) -> int | None:
+def _loopback_api_port(target: ClusterAddress) -> int | None:
     """The API server's port when a kubeconfig context points at this machine's loopback
     (kind publishes it there)."""
     config = yaml.safe_load(Path(target.kubeconfig or Path("~/.kube/config").expanduser())

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from grader.sandbox.accounts import hand_over
 from grader.sandbox.jail import Bind, Jail, Limits
-from grader.targets import Target
-from labs.cluster import kubectl_binary
+from labs.cluster import ClusterAddress, kubectl_binary
 from labs.embedded.paths import ClusterPaths
 
 SANDBOX_ENV = "MESHLAB_SANDBOX"
@@ -109,7 +108,7 @@ class StudentSandbox:
         creds.mkdir(mode=0o700)
         return creds
 
-    def with_live_cluster(self, target: Target) -> tuple[StudentSandbox, Target]:
+    def with_live_cluster(self, target: ClusterAddress) -> tuple[StudentSandbox, ClusterAddress]:
         """Copies of the one cluster's credentials for the kernel (a roster's kubeconfig may
         hold every student's contexts: only this context is copied)."""
         if not target.context:

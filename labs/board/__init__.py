@@ -8,8 +8,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {"Board": "labs.board.model", "show": "labs.board.notebook",
-            "snapshot": "labs.board.notebook", "RosterError": "labs.board.roster",
-            "Student": "labs.board.roster", "load_roster": "labs.board.roster"}
+            "snapshot": "labs.board.notebook"}
 __all__ = sorted(_EXPORTS)
 
 

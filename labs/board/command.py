@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from labs.board.refresh import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_CONCURRENCY, Refresher
-from labs.board.roster import RosterError, Student, current_student, load_roster
+from labs.cluster.roster import RosterError, Student, current_student, load_roster
 
 if TYPE_CHECKING:
     from labs.board.model import Board

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from labs.board.roster import Student
 from labs.checks import Check, Report, Status
+from labs.cluster.roster import Student
 
 STUCK_SHOWN = 3  # checks listed per lab in the "stuck" row
 

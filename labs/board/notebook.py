@@ -12,7 +12,7 @@ from labs.board.model import Board
 from labs.board.plan import build_plan
 from labs.board.refresh import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_CONCURRENCY, Refresher
 from labs.board.render import STYLE, fragment
-from labs.board.roster import current_student, load_roster
+from labs.cluster.roster import current_student, load_roster
 
 
 def snapshot(roster: Path | str | None = None, labs: list[str] | None = None, *,

@@ -4,38 +4,30 @@ agree on the checks and their order."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
+from collections.abc import Iterable
 
 from labs.checks import Check, find, lab_ids
-from labs.checks.registry import load_public_checks
-
-HIDDEN_PACKAGE = "grader.hidden"
-COURSE_ROOT = Path(__file__).resolve().parents[2]
+from labs.checks.registry import load_checks
 
 
 class PlanError(ValueError):
     """The labs or checks asked for are not available; the message says what is."""
 
 
-def load_hidden_checks() -> None:
-    """Import the grader's hidden checks (importing the package registers them all)."""
-    load_public_checks()  # first, so each lab's public checks keep their place (fatal ones lead)
-    if str(COURSE_ROOT) not in sys.path:
-        sys.path.append(str(COURSE_ROOT))  # `grader/` sits beside `labs/` in the course
+def load(*, hidden: bool = False, extra: Iterable[str] = ()) -> None:
+    """Register the checks the board may run (see `labs.checks.registry.load_checks`)."""
     try:
-        importlib.import_module(HIDDEN_PACKAGE)
+        load_checks(hidden=hidden, extra=extra)
     except ImportError as exc:
-        raise PlanError(f"--hidden needs the grader's hidden checks ({HIDDEN_PACKAGE}), which "
-                        f"cannot be imported here ({exc}); run the board from the course "
-                        "checkout, or leave out --hidden to show the public checks") from None
+        what = "--hidden needs the grader's hidden checks, which" if hidden else "the checks"
+        raise PlanError(f"{what} cannot be imported here ({exc}); run the board from the "
+                        "course checkout, or leave out --hidden to show the public "
+                        "checks") from None
 
 
 def build_plan(labs: list[str] | None = None, *, hidden: bool = False) -> dict[str, list[Check]]:
     """Lab id → its checks in run order. `labs` None: every lab that has checks."""
-    if hidden:
-        load_hidden_checks()
+    load(hidden=hidden)
     chosen = labs or lab_ids(include_hidden=hidden)
     if not chosen:
         raise PlanError("no lab has checks yet (labs/checks/public/ is empty)")
@@ -48,10 +40,8 @@ def build_plan(labs: list[str] | None = None, *, hidden: bool = False) -> dict[s
     return plan
 
 
-def checks_by_id(ids: list[str], *, hidden: bool = False) -> list[Check]:
-    """The registered checks with exactly these ids, in this order."""
-    if hidden:
-        load_hidden_checks()
+def checks_by_id(ids: list[str]) -> list[Check]:
+    """The registered checks (see `load`) with exactly these ids, in this order."""
     found = []
     for check_id in ids:
         try:

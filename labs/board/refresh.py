@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 
 from labs.board.model import Board
-from labs.board.roster import Student
 from labs.checks import Check, Outcome, Report, Result, Status, failed, skipped
+from labs.cluster.roster import Student
 
 DEFAULT_CONCURRENCY = 2
 DEFAULT_CHECK_TIMEOUT_S = 30.0
@@ -64,9 +64,10 @@ class Refresher:
     def _command(self, student: Student) -> list[str]:
         checks = [c for checks in self.board.plan.values() for c in checks]
         command = [sys.executable, "-m", "labs.board.worker", "--name", student.name]
-        for flag, value in (("--cluster", student.cluster), ("--state-dir", student.state_dir),
-                            ("--context", student.context),
-                            ("--kubeconfig", student.kubeconfig)):
+        address = student.address
+        for flag, value in (("--cluster", address.cluster), ("--state-dir", address.state_dir),
+                            ("--context", address.context),
+                            ("--kubeconfig", address.kubeconfig)):
             if value is not None:
                 command += [flag, str(value)]
         for module in dict.fromkeys(c.func.__module__ for c in checks):

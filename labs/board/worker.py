@@ -1,28 +1,26 @@
 """`python -m labs.board.worker`: run one student's checks in a process of its own, so the board
 can stop a hanging check (by killing the process group) and no check can disturb the board.
 
-Writes one JSON line per verdict to stdout, in check order:
-  {"id": ..., "status": "pass|fail|warn|skip", "reason": ..., "seconds": ..., "attempts": ...}
-or a single {"unreachable": reason} when the cluster's API does not answer, or {"error": reason}
-when the checks cannot be loaded. Anything a check prints goes to stderr, so it cannot corrupt
-the protocol.
+Writes one JSON line per verdict to stdout, in check order, in the instructor's view of
+`labs.checks.render.result_dict` ({"id": ..., "status": "pass|fail|warn|skip", "reason": ...,
+"hint": ..., "seconds": ..., "attempts": ..., ...}), or a single {"unreachable": reason} when
+the cluster's API does not answer, or {"error": reason} when the checks cannot be loaded.
+Anything a check prints goes to stderr, so it cannot corrupt the protocol.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import IO, Any
 
-from labs.board.plan import PlanError, checks_by_id
-from labs.board.roster import Student
-from labs.checks import CheckContext, Result, run_checks
-from labs.cluster import ClusterError, ClusterRef
+from labs.board.plan import PlanError, checks_by_id, load
+from labs.checks import CheckContext, run_checks
+from labs.checks.render import Audience, result_dict
+from labs.cluster import ClusterAddress, ClusterError, ClusterRef
 
 PROBE_TIMEOUT_S = 5
 
@@ -30,12 +28,6 @@ PROBE_TIMEOUT_S = 5
 def _emit(out: IO[str], message: dict[str, Any]) -> None:
     out.write(json.dumps(message) + "\n")
     out.flush()
-
-
-def _verdict(result: Result) -> dict[str, Any]:
-    return {"id": result.check.id, "status": result.outcome.status.value,
-            "reason": result.outcome.reason, "seconds": round(result.seconds, 3),
-            "attempts": result.attempts}
 
 
 def _probe(ref: ClusterRef) -> str | None:
@@ -52,7 +44,8 @@ def _probe(ref: ClusterRef) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labs.board.worker", description=__doc__)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name", required=True,
+                        help="the student, so `ps` tells whose checks a worker runs")
     parser.add_argument("--cluster")
     parser.add_argument("--state-dir")
     parser.add_argument("--context")
@@ -66,13 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr  # checks that print must not break the protocol
 
     try:
-        for module in args.module:
-            importlib.import_module(module)
-        checks = checks_by_id(args.check_ids, hidden=args.hidden)
-        student = Student(args.name, args.cluster,
-                          Path(args.state_dir) if args.state_dir else None, args.context,
-                          Path(args.kubeconfig) if args.kubeconfig else None)
-        ref = student.ref()
+        load(hidden=args.hidden, extra=args.module)
+        checks = checks_by_id(args.check_ids)
+        ref = ClusterAddress(args.cluster, args.state_dir, args.context, args.kubeconfig).ref()
         unreachable = _probe(ref)
     except (ImportError, PlanError, ClusterError) as exc:
         _emit(out, {"error": str(exc)})
@@ -80,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if unreachable:
         _emit(out, {"unreachable": unreachable})
         return 0
-    run_checks("board", checks, CheckContext(ref), on_result=lambda r: _emit(out, _verdict(r)))
+    run_checks("board", checks, CheckContext(ref),
+               on_result=lambda r: _emit(out, result_dict(r, Audience.INSTRUCTOR)))
     return 0
 
 

@@ -1,16 +1,22 @@
 """Three views of one Report: text like `linkerd check`, HTML for notebooks, JSON for programs.
 
 The renderers only read a Report; they never run anything, so golden files pin them exactly.
-A hidden check's hint is shown only when the instructor marked it shareable (`share_hint`).
+One rule says what each audience sees (`shown`): a learner gets a hidden check's hint only when
+the instructor marked it shareable (`share_hint`), and never what a hidden check saw (its
+reason could give the test away); the instructor sees everything. Text and HTML are the
+learner's views; JSON (`report_dict`, `result_dict`) is the one verdict format every program
+reads — `meshlab check -o json`, the grader's verifier and the board's workers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from enum import StrEnum
 from html import escape
+from typing import Any
 
-from labs.checks.model import Check, Status
+from labs.checks.model import Status
 from labs.checks.runner import Report, Result
 
 MARKS = {Status.PASS: "✔", Status.WARN: "‼", Status.FAIL: "×", Status.SKIP: "-"}
@@ -19,9 +25,17 @@ COLOURS = {Status.PASS: "#1a7f37", Status.WARN: "#9a6700", Status.FAIL: "#cf222e
 INDENT = "    "
 
 
-def shown_hint(item: Check) -> str:
-    """The hint a learner may see: a hidden check's only when `share_hint` is set."""
-    return item.hint if (not item.hidden or item.share_hint) else ""
+class Audience(StrEnum):
+    LEARNER = "learner"
+    INSTRUCTOR = "instructor"
+
+
+def shown(result: Result, audience: Audience = Audience.LEARNER) -> tuple[str, str]:
+    """(reason, hint) of `result` as `audience` may see them."""
+    item = result.check
+    if audience is Audience.INSTRUCTOR or not item.hidden:
+        return result.outcome.reason, item.hint
+    return "", item.hint if item.share_hint else ""
 
 
 def _explained(result: Result) -> bool:
@@ -58,10 +72,10 @@ class TextLines:
             lines += [*([""] if self._lab is not None else []), lab, "-" * len(lab)]
             self._lab = lab
         status = result.outcome.status
+        reason, hint = shown(result)
         lines.append(f"{MARKS[status]} {result.check.description}")
         if _explained(result) or status is Status.SKIP:
-            lines += [INDENT + line for line in result.outcome.reason.splitlines()]
-        hint = shown_hint(result.check)
+            lines += [INDENT + line for line in reason.splitlines()]
         if _explained(result) and hint:
             lines += [INDENT + ("hint: " if i == 0 else "      ") + line
                       for i, line in enumerate(hint.splitlines())]
@@ -95,11 +109,10 @@ def _html_rows(report: Report) -> Iterator[str]:
             yield (f'<tr><th colspan="2" style="text-align:left;padding-top:0.6em">'
                    f"{escape(lab)}</th></tr>")
         status = result.outcome.status
+        reason, hint = shown(result)
         notes = []
-        if result.outcome.reason and (_explained(result) or status is Status.SKIP):
-            notes.append(f'<div style="white-space:pre-wrap">{escape(result.outcome.reason)}'
-                         "</div>")
-        hint = shown_hint(result.check)
+        if reason and (_explained(result) or status is Status.SKIP):
+            notes.append(f'<div style="white-space:pre-wrap">{escape(reason)}</div>')
         if _explained(result) and hint:
             notes.append(f'<div style="white-space:pre-wrap"><b>Hint:</b> {escape(hint)}</div>')
         if _explained(result) and result.check.anchor:
@@ -129,24 +142,30 @@ def render_html(report: Report) -> str:
 
 # --- JSON ----------------------------------------------------------------------------------------
 
-def report_dict(report: Report) -> dict[str, object]:
-    """The stable JSON schema: selector, ok, earned, possible, results[...]."""
+def result_dict(result: Result, audience: Audience = Audience.LEARNER) -> dict[str, Any]:
+    """One verdict: id, description, status, reason, hint, points, earned, seconds, attempts."""
+    reason, hint = shown(result, audience)
+    return {
+        "id": result.check.id,
+        "description": result.check.description,
+        "status": str(result.outcome.status),
+        "reason": reason,
+        "hint": hint,
+        "points": float(result.check.points),
+        "earned": float(result.earned),
+        "seconds": round(result.seconds, 3),
+        "attempts": result.attempts,
+    }
+
+
+def report_dict(report: Report, audience: Audience = Audience.LEARNER) -> dict[str, Any]:
+    """The stable JSON schema: selector, ok, earned, possible, results[...] (`result_dict`)."""
     return {
         "selector": report.selector,
         "ok": report.ok,
         "earned": float(report.earned),
         "possible": float(report.possible),
-        "results": [{
-            "id": r.check.id,
-            "description": r.check.description,
-            "status": str(r.outcome.status),
-            "reason": r.outcome.reason,
-            "hint": shown_hint(r.check),
-            "points": float(r.check.points),
-            "earned": float(r.earned),
-            "seconds": round(r.seconds, 3),
-            "attempts": r.attempts,
-        } for r in report.results],
+        "results": [result_dict(r, audience) for r in report.results],
     }
 
 

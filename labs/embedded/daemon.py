@@ -92,10 +92,10 @@ def install_course_crds(api: ObjectApi) -> None:
         name = crd["metadata"]["name"]
         existing = api.find(rt, "", name)
         if existing is None:
-            api.create(rt, "", crd, validate=False)
+            api.create(rt, "", crd, validate=False, packaged=True)
         elif existing.get("spec") != crd.get("spec"):
             crd["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            api.update(rt, "", name, crd, validate=False)
+            api.update(rt, "", name, crd, validate=False, packaged=True)
 
 
 def publish_api_service(api: ObjectApi, port: int) -> None:
@@ -110,15 +110,16 @@ def publish_api_service(api: ObjectApi, port: int) -> None:
                 "component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": "127.96.0.1", "clusterIPs": ["127.96.0.1"],
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
-                                "targetPort": 6443}]}}, validate=False)
+                                "targetPort": 6443}]}}, validate=False,
+                   packaged=True)
     endpoints = {"metadata": {"name": "kubernetes", "namespace": "default",
                               "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
                  "subsets": [{"addresses": [{"ip": "127.0.0.1"}],
                               "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
     if api.find(ep_rt, "default", "kubernetes") is None:
-        api.create(ep_rt, "default", endpoints, validate=False)
+        api.create(ep_rt, "default", endpoints, validate=False, packaged=True)
     else:
-        api.update(ep_rt, "default", "kubernetes", endpoints, validate=False)
+        api.update(ep_rt, "default", "kubernetes", endpoints, validate=False, packaged=True)
 
 
 def warm_up_schemas() -> None:
@@ -204,8 +205,10 @@ class Daemon:
         paths = self.paths
         token = _existing_token(paths) or random_token()
         port = choose_port(paths)
-        loop = asyncio.get_running_loop()
-        warm_up = loop.run_in_executor(None, warm_up_schemas)
+        # The schemas come from the `kubernetes` client's models (imports of ~0.5 s): built in
+        # a thread while the start (which needs none: packaged objects are not decoded) goes
+        # on, so the controllers' first writes right after the start do not wait for them.
+        warm_up = asyncio.get_running_loop().run_in_executor(None, warm_up_schemas)
         warm_up.add_done_callback(lambda f: f.exception() and log.error(
             "warming up schemas failed: %r", f.exception()))
         store = Store(paths.database)
@@ -230,15 +233,18 @@ class Daemon:
                       kubeconfig_text(paths.name, port, token, tls.ca_cert.read_bytes()))
         tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
-        await mesh.start()
         install_ingress_gateway(api)
         install_addons(api)
-        tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
 
         def publish_endpoint() -> None:
             write_private(paths.endpoint, json.dumps(
                 {"pid": os.getpid(), "port": port, **mesh.endpoint_ports()}))
+        # The API serves every object a learner starts from: clients may come now (`meshlab
+        # up` returns). The mesh and the pods start behind it; the control plane reconciles
+        # whatever was applied meanwhile.
         publish_endpoint()
+        await mesh.start()
+        tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
         if mesh.prometheus is not None:  # from now on, a new addon pod's port is published
             mesh.prometheus.on_change = publish_endpoint
         log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)

@@ -7,6 +7,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .workload import pod_dir_name
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 DEFAULT_CLUSTER = "meshlab"
@@ -14,6 +17,12 @@ DEFAULT_CLUSTER = "meshlab"
 
 def default_state_root() -> Path:
     return Path(os.environ.get("MESHLAB_STATE_DIR") or Path.home() / ".meshlab")
+
+
+def pods_dir(cluster_dir: Path | str) -> Path:
+    """The runtime's folder of pod folders in a cluster's directory; for the daemon's parts,
+    which are handed that directory rather than a `ClusterPaths`."""
+    return Path(cluster_dir) / "pods"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,15 @@ class ClusterPaths:
     @property
     def ca_cert(self) -> Path:
         return self.dir / "ca.crt"
+
+    @property
+    def pods_dir(self) -> Path:
+        return pods_dir(self.dir)
+
+    def pod_dir(self, pod: dict[str, Any]) -> Path:
+        """A pod's folder: a directory per container (its HOME, e.g. the sidecar's xDS files),
+        the containers' logs and pid files."""
+        return self.pods_dir / pod_dir_name(pod)
 
     @property
     def log(self) -> Path:

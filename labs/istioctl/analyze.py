@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labs.cluster import ClusterRef
+from labs.istio_names import SIDECAR_CONTAINER
 
 Obj = dict[str, Any]
 LEVELS = {"Error": 0, "Warning": 1, "Info": 2}
@@ -282,8 +283,8 @@ def injection(snapshot: Snapshot) -> Iterator[Message]:
         if choice.lower() == "false":
             continue
         names = [c["name"] for c in pod["spec"].get("containers", [])]
-        if "istio-proxy" not in names and not any(
-                c["name"] == "istio-proxy" for c in pod["spec"].get("initContainers") or []):
+        if SIDECAR_CONTAINER not in names and not any(
+                c["name"] == SIDECAR_CONTAINER for c in pod["spec"].get("initContainers") or []):
             yield _message("Warning", "IST0103", pod, f"The pod {meta['name']} is missing the "
                            "Istio proxy. This can often be resolved by restarting or "
                            "redeploying the workload.", snapshot)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labs.cluster import ClusterRef
-from labs.embedded.mesh.state import host_ports, proxy_ports
+from labs.embedded.workload import host_ports, proxy_ports
 from labs.proxy import resolve_pod
 
 Obj = dict[str, Any]

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from labs.cluster import ClusterRef
+from labs.istio_names import SIDECAR_CONTAINER
 
 Obj = dict[str, Any]
 RULER = "--------------------\n"
@@ -42,7 +43,7 @@ def describe_pod(ref: ClusterRef, name: str, namespace: str, istio_namespace: st
     labels = pod["metadata"].get("labels") or {}
     out = [_pod_lines(pod, namespace)]
     containers = [c["name"] for c in pod["spec"].get("containers", [])]
-    if "istio-proxy" not in containers:
+    if SIDECAR_CONTAINER not in containers:
         out.append(f"WARNING: {_kname(pod['metadata'], namespace)} is not part of mesh; "
                    "no Istio sidecar\n")
         return "".join(out)

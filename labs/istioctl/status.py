@@ -19,7 +19,8 @@ from typing import Any
 from labs import proxy
 from labs.cluster import ClusterRef
 from labs.duration import human_duration
-from labs.embedded.mesh.state import SIDECAR_CONTAINER, ProxyFiles, pod_dir_name
+from labs.embedded.mesh.state import ProxyFiles
+from labs.istio_names import SIDECAR_CONTAINER
 from labs.istioctl import configdump
 from labs.istioctl.tabwriter import render
 from labs.versions import version
@@ -84,8 +85,8 @@ class ProxySync:
 def sync_of(ref: ClusterRef, pod: Obj, now: float | None = None) -> ProxySync:
     """Compare one proxy's xDS files with its Envoy's config_dump."""
     meta = pod["metadata"]
-    files = ProxyFiles(ref.embedded.paths.dir / "pods" / pod_dir_name(pod) / SIDECAR_CONTAINER
-                       / "xds") if ref.embedded else None
+    files = ProxyFiles(ref.embedded.paths.pod_dir(pod) / SIDECAR_CONTAINER / "xds") if (
+        ref.embedded) else None
     dump = proxy.config_dump(meta["name"], meta["namespace"], cluster=ref)
     types = {}
     for short, path in (("CDS", files.cds if files else None),
@@ -187,7 +188,7 @@ def diff_text(ref: ClusterRef, pod: Obj) -> str:
         if not state.startswith("SYNCED"):
             out.append(f"{noun} Don't Match ({state})")
         elif short == "RDS":
-            files = ref.embedded.paths.dir / "pods" / pod_dir_name(pod) if ref.embedded else None
+            files = ref.embedded.paths.pod_dir(pod) if ref.embedded else None
             loaded_at = (datetime.fromtimestamp(ProxyFiles(files / SIDECAR_CONTAINER / "xds")
                                                 .rds.stat().st_mtime, UTC)
                          if files else datetime.now(UTC))

@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from labs.catalog import load_catalog
 from labs.checks.command import add_context_option, selected, target
 from labs.cluster import CLUSTER_VARIABLES
 from labs.workspace.catchup import reset, solve
-from labs.workspace.progress import progress, render_text
-from labs.workspace.sync import workspace_root
 
 PROGRESS_HELP = "your progress per lab: checks passed, points, solutions shown"
 SOLVE_HELP = ("catch up: run a lab's instructor notebook (papermill) against your cluster, so it "
@@ -44,7 +43,17 @@ def configure_reset(parser: argparse.ArgumentParser) -> None:
                         help="the lab to start over, e.g. day1.traffic (default: every lab)")
 
 
+def workspace_root(explicit: str | None) -> Path:
+    """labs.workspace.sync's, imported on use: the workspace modules read notebooks (nbformat,
+    nbgrader: about a second of imports), which every `meshlab up` would otherwise pay for."""
+    from labs.workspace.sync import workspace_root as root
+
+    return root(explicit)
+
+
 def cmd_progress(args: argparse.Namespace) -> int:
+    from labs.workspace.progress import progress, render_text
+
     rows = progress(load_catalog(), target(args), workspace_root(args.workspace))
     if args.output == "json":
         print(json.dumps({"labs": [row.as_dict() for row in rows]}, indent=1))

@@ -1,8 +1,9 @@
 """OpenAPI v3 structural schemas for the built-in kinds the embedded API server serves.
 
 The schemas are derived from the `kubernetes` Python client's generated models (one class per
-API type, each with `openapi_types`, `attribute_map` and pydantic field metadata), so they track
-the Kubernetes release the client was generated from without a copy of the OpenAPI document.
+API type, each with `openapi_types`, `attribute_map` and pydantic field metadata; read through
+the table `client_models` generates from them), so they track the Kubernetes release the client
+was generated from without a copy of the OpenAPI document.
 
 What the models do not carry is added here by hand, from the Kubernetes API reference:
 - `enum`s for the fields a learner mistypes most (imagePullPolicy, restartPolicy, Service type,
@@ -10,7 +11,7 @@ What the models do not carry is added here by hand, from the Kubernetes API refe
 - which string fields are `resource.Quantity` (accept `cpu: 1` and `cpu: 0.5` as well as "500m");
 - `x-kubernetes-int-or-string` for IntOrString fields (the models type them as `object`).
 
-Required fields come from the models (`Field.is_required()`), except booleans (Go decodes a
+Required fields come from the models (pydantic's `is_required()`), except booleans (Go decodes a
 missing bool to false, the real server never says "Required value" for one) and anything under
 a top-level `status` (the real server ignores client-sent status of the main resource).
 Each struct carries its Go type name (`x-go-type: v1.PodSpec`) for the decoder's messages.
@@ -23,10 +24,9 @@ from __future__ import annotations
 
 import functools
 import re
-import typing
 from typing import Any
 
-from .client_models import kubernetes_models
+from . import client_models
 from .decode import GO_TYPE, go_type_name
 
 Schema = dict[str, Any]
@@ -171,17 +171,15 @@ class _Builder:
             self.recursive.add(definition)
             return {"$ref": f"#/definitions/{definition}"}
         self.in_progress.add(key)
-        cls = getattr(kubernetes_models(), name)
         properties: dict[str, Schema] = {}
         required_names: list[str] = []
-        for attr, type_name in cls.openapi_types.items():
-            json_name = cls.attribute_map[attr]
-            in_status = status_root and json_name == "status"
-            properties[json_name] = self.attribute(
-                name, attr, type_name, required=required and not in_status
+        for field in client_models.fields(name):
+            in_status = status_root and field.json_name == "status"
+            properties[field.json_name] = self.attribute(
+                name, field, required=required and not in_status
             )
-            if required and type_name != "bool" and _is_required(cls, attr, json_name):
-                required_names.append(json_name)
+            if required and field.type_name != "bool" and field.required:
+                required_names.append(field.json_name)
         schema: Schema = {"type": "object", "properties": properties,
                           GO_TYPE: go_type_name(name)}
         if required_names:
@@ -192,13 +190,13 @@ class _Builder:
             self.definitions[definition] = schema
         return schema
 
-    def attribute(self, model: str, attr: str, type_name: str, *, required: bool) -> Schema:
-        if (model, attr) in QUANTITIES:
-            return self._shape(type_name, lambda _: _QUANTITY, required=required)
-        if type_name == "object" and _is_int_or_string(getattr(kubernetes_models(), model), attr):
+    def attribute(self, model: str, field: client_models.Field, *, required: bool) -> Schema:
+        if (model, field.attr) in QUANTITIES:
+            return self._shape(field.type_name, lambda _: _QUANTITY, required=required)
+        if field.type_name == "object" and field.int_or_string:
             return _INT_OR_STRING
-        schema = self.type(type_name, required=required)
-        enum = ENUMS.get((model, attr))
+        schema = self.type(field.type_name, required=required)
+        enum = ENUMS.get((model, field.attr))
         return {**schema, "enum": enum} if enum else schema
 
     def type(self, type_name: str, *, required: bool) -> Schema:
@@ -222,24 +220,3 @@ class _Builder:
 
 def _definition_name(model: str, required: bool) -> str:
     return model if required else f"{model}.status"
-
-
-def _field(cls: type, attr: str, json_name: str) -> Any:
-    fields = cls.model_fields  # type: ignore[attr-defined]
-    if attr in fields:
-        return fields[attr]
-    return next((f for f in fields.values() if f.alias == json_name), None)
-
-
-def _is_required(cls: type, attr: str, json_name: str) -> bool:
-    field = _field(cls, attr, json_name)
-    return bool(field is not None and field.is_required())
-
-
-def _is_int_or_string(cls: type, attr: str) -> bool:
-    field = _field(cls, attr, cls.attribute_map[attr])  # type: ignore[attr-defined]
-    if field is None:
-        return False
-    leaves = {typing.get_args(arg)[0] if typing.get_args(arg) else arg
-              for arg in typing.get_args(field.annotation)}
-    return {int, str} <= leaves

@@ -3,8 +3,8 @@
 Strategic merge patch and server-side apply both need, for every field of a built-in object,
 its type and its `patchStrategy` / `patchMergeKey` (the Go struct tags in k8s.io/api, published
 as `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` in the OpenAPI spec). Field
-types come from the official `kubernetes` client's generated models (`openapi_types` and
-`attribute_map`); the strategies are transcribed below from the struct tags compiled into
+types come from the official `kubernetes` client's generated models (through the table in
+`client_models`); the strategies are transcribed below from the struct tags compiled into
 kubectl 1.37. A field missing from the table is atomic: a patch replaces it whole.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-from .client_models import kubernetes_models
+from . import client_models
 
 # (model class, JSON field) -> (patch strategies, merge key or None). Lists of primitives with
 # strategy "merge" and no key are merged as sets (metadata.finalizers, spec.podCIDRs).
@@ -169,15 +169,14 @@ def _parse(type_name: str) -> TypeRef:
         return TypeRef(container, item=_parse(match.group(2)))
     if type_name in _SCALARS:
         return TypeRef("scalar")
-    if hasattr(kubernetes_models(), type_name):
+    if client_models.is_model(type_name):
         return TypeRef("struct", type_name)
     return ANY  # "object": free-form JSON (RawExtension, JSONSchemaProps.default, ...)
 
 
 @cache
 def _struct_fields(model: str) -> dict[str, str]:
-    cls = getattr(kubernetes_models(), model)
-    return {cls.attribute_map[attr]: type_name for attr, type_name in cls.openapi_types.items()}
+    return {field.json_name: field.type_name for field in client_models.fields(model)}
 
 
 def child(parent: TypeRef, key: str) -> FieldMeta:

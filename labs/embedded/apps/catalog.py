@@ -1,4 +1,5 @@
-"""Which built-in twin runs which sample-app image (the runtime asks, by image reference).
+"""Which built-in program runs which image (the runtime asks, by image reference): the twins
+of the course's sample apps, and Istio's proxy image, which runs the sidecar (a real Envoy).
 
 Images are matched by repository: a registry prefix (`docker.io/`, `quay.io/`, …) and any tag or
 digest are ignored, so the course's manifests work unchanged on kind (real images) and in the
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..workload import SIDECAR_MODULE, SIDECAR_REPOSITORIES
 from .http import launcher, python_module
 
 
@@ -18,12 +20,25 @@ class App:
     description: str  # said in the `Simulated` event, e.g. "bookinfo reviews v2 twin"
     argv: Callable[[list[int]], list[str]]  # ports (one per declared containerPort) -> command
     commands: Mapping[str, list[str]] = field(default_factory=dict)  # for `kubectl exec`
+    known: bool = True  # written for this image (Normal event) or a stand-in (Warning event)
 
 
+def _sidecar_argv(ports: list[int]) -> list[str]:
+    """Envoy's ports come from its configuration, not from the command line."""
+    return python_module(SIDECAR_MODULE)
+
+
+# the proxyv2 image's pilot-agent (its entrypoint, /usr/local/bin/pilot-agent), for the commands
+# Istio's docs exec in the sidecar (`pilot-agent request GET stats`)
+_PILOT_AGENT = python_module("labs.embedded.apps.pilot_agent")
+SIDECAR = App("Istio sidecar proxy (a real Envoy configured by the embedded control plane)",
+              _sidecar_argv,
+              {"pilot-agent": _PILOT_AGENT, "/usr/local/bin/pilot-agent": _PILOT_AGENT})
 _FORTIO = python_module("labs.embedded.apps.fortio")
 _STARS = {"v1": "no stars", "v2": "black stars", "v3": "red stars"}
 
 APPS: dict[str, App] = {
+    **dict.fromkeys(SIDECAR_REPOSITORIES, SIDECAR),
     "istio/examples-bookinfo-productpage-v1": App(
         "bookinfo productpage twin", launcher("labs.embedded.apps.bookinfo.productpage")),
     "istio/examples-bookinfo-details-v1": App(

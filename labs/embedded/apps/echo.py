@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from urllib.parse import parse_qs, urlsplit
 
+from ..workload import POD_NAME_ENV, POD_NAMESPACE_ENV
+
 MAX_ECHOED_BODY = 64 * 1024
 
 
@@ -42,8 +44,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             "query": parse_qs(url.query),
             "headers": dict(self.headers.items()),
             "body": body.decode("utf-8", "replace"),
-            "hostname": os.environ.get("MESHLAB_POD_NAME", os.environ.get("HOSTNAME", "")),
-            "namespace": os.environ.get("MESHLAB_POD_NAMESPACE", ""),
+            "hostname": os.environ.get(POD_NAME_ENV, os.environ.get("HOSTNAME", "")),
+            "namespace": os.environ.get(POD_NAMESPACE_ENV, ""),
             "port": self.server.server_address[1],
             "client": self.client_address[0],
         }

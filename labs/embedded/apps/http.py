@@ -10,8 +10,10 @@ without DNS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -83,7 +85,21 @@ class TwinHandler(BaseHTTPRequestHandler):
         sys.stdout.flush()
 
 
-SHUTDOWN_POLL = 0.05  # seconds; how soon serve_forever notices a stop (the stdlib's is 0.5)
+# How often serve_forever wakes to look for a stop request (the stdlib's default). A stop wakes
+# it at once instead (`_stop`): polling 20 times a second for a quick stop kept every idle twin
+# busy for nothing.
+SHUTDOWN_POLL = 0.5
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    """Stop `server.serve_forever` now: ask it to stop, then shut the listening socket, which
+    wakes its poll on Linux (elsewhere it notices within `SHUTDOWN_POLL`)."""
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    with contextlib.suppress(OSError):
+        server.socket.shutdown(socket.SHUT_RDWR)
+    stopper.join()
+    server.server_close()
 
 
 def serve(handler: type[BaseHTTPRequestHandler], ports: list[int], name: str) -> None:
@@ -95,8 +111,7 @@ def serve(handler: type[BaseHTTPRequestHandler], ports: list[int], name: str) ->
     wait_for_termination(f"{name} listening on "
                          f"{', '.join(f'127.0.0.1:{p}' for p in ports) or 'no port'}")
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        _stop(server)
     print(f"{name} stopped", flush=True)
 
 

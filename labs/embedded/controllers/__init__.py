@@ -43,7 +43,7 @@ async def bootstrap(api: ObjectApi) -> None:
         if api.find(rt, "", name) is None:
             try:
                 api.create(rt, "", {"apiVersion": "v1", "kind": "Namespace",
-                                    "metadata": {"name": name}}, validate=False)
+                                    "metadata": {"name": name}}, validate=False, packaged=True)
             except ApiError as exc:
                 if exc.code != 409:
                     raise

@@ -1,7 +1,7 @@
 """Endpoints controller: one Endpoints object per Service with a selector.
 
 Every pod of the embedded cluster listens on 127.0.0.1, each on host ports of its own that the
-runtime records in the pod annotation `meshlab.dev/host-ports` (`{"<containerPort>": hostPort}`).
+runtime records in the pod annotation `meshlab.dev/host-ports` (labs/embedded/workload.py).
 So where a real Endpoints lists `podIP:containerPort`, this one lists `127.0.0.1:hostPort`: the
 service's targetPort (a number or a container port name) is resolved to the pod's containerPort,
 then to that pod's host port. Subsets are packed as the real RepackSubsets does: ports offered by
@@ -19,26 +19,15 @@ from labs.embedded.apiserver.errors import ApiError
 from labs.embedded.apiserver.objects import now
 from labs.embedded.apiserver.selectors import labels_match
 from labs.embedded.apiserver.store import Event
+from labs.embedded.workload import host_ports
 
 from . import pods as podutil
 from .base import Controller
 
 Obj = dict[str, Any]
 
-HOST_PORTS_ANNOTATION = "meshlab.dev/host-ports"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
-
-
-def host_ports(pod: Obj) -> dict[int, int]:
-    """containerPort -> host port from the runtime's annotation ({} when absent or unreadable)."""
-    raw = (pod["metadata"].get("annotations") or {}).get(HOST_PORTS_ANNOTATION)
-    if not raw:
-        return {}
-    try:
-        return {int(k): int(v) for k, v in json.loads(raw).items()}
-    except (ValueError, TypeError, AttributeError):
-        return {}
 
 
 def container_port(pod: Obj, service_port: Obj) -> int | None:
@@ -114,9 +103,9 @@ def desired_subsets(service: Obj, pods: list[Obj]) -> list[Obj]:
             portless.add(key)
         for service_port in spec.get("ports") or []:
             number = container_port(pod, service_port)
-            if number is None or number not in ports:
+            if number is None or str(number) not in ports:
                 continue  # the pod does not (yet) offer this port
-            entry = _port_entry(service_port, ports[number])
+            entry = _port_entry(service_port, ports[str(number)])
             ident = json.dumps(entry, sort_keys=True)
             by_port.setdefault(ident, (entry, set()))[1].add(key)
     # Ports offered by the same set of addresses share one subset.

@@ -22,30 +22,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from labs.istio_names import SIDECAR_CONTAINER
+
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
 from ..apiserver.store import Event
-from ..paths import write_private
+from ..paths import pods_dir, write_private
+from ..workload import HOST_PORTS, PROXY_PORTS, pod_dir_name
 from .ca import MeshCA, WorkloadCert, default_ttl, needs_rotation
 from .derived import Derived, translate
 from .gateway_deploy import ensure_deployments
 from .kube_status import KubeStatusWriter
-from .meshconfig import MESH_CONFIGMAP, ensure_mesh_configmap, parse_mesh_config
-from .state import (
-    HOST_PORTS,
-    PROXY_PORTS,
-    SIDECAR_CONTAINER,
-    EnvoyResources,
-    MeshState,
-    ProxyFiles,
-    pod_dir_name,
-    service_account,
+from .meshconfig import (
+    MESH_CONFIGMAP,
+    ensure_mesh_configmap,
+    parse_mesh_config,
+    upgrade_earlier_default,
 )
+from .state import EnvoyResources, MeshState, ProxyFiles, service_account
 from .status import REPORTED_KEYS, StatusReporter
 from .writer import XdsWriter
 from .xds.authorization import build_rbac_filters
 from .xds.clusters import build_outbound
-from .xds.diagnostics import outbound_warnings
+from .xds.diagnostics import ObjectWarning, outbound_warnings
 from .xds.ext_authz import build_ext_authz, custom_warnings
 from .xds.forwarder_config import build_forwarder, build_forwarder_routes
 from .xds.gateway import (
@@ -76,6 +75,7 @@ STATE_KINDS: dict[str, tuple[str, str, str]] = {
     "peer_authentications": ("security.istio.io", "v1", "peerauthentications"),
     "authorization_policies": ("security.istio.io", "v1", "authorizationpolicies"),
     "request_authentications": ("security.istio.io", "v1", "requestauthentications"),
+    "telemetries": ("telemetry.istio.io", "v1", "telemetries"),
     "ingresses": ("networking.k8s.io", "v1", "ingresses"),
     "ingress_classes": ("networking.k8s.io", "v1", "ingressclasses"),
     "gateway_classes": ("gateway.networking.k8s.io", "v1", "gatewayclasses"),
@@ -126,8 +126,8 @@ def fingerprint(obj: Obj) -> str:
 
 
 def sidecar_xds_dir(pods_dir: Path, pod: Obj) -> Path:
-    """The xDS directory of a pod's sidecar: the runtime's pod directory
-    (labs.embedded.runtime.context.RuntimeContext.pod_dir), container `istio-proxy`, `xds`."""
+    """The xDS directory of a pod's sidecar: in the pod's folder (labs.embedded.workload
+    .pod_dir_name), its container `istio-proxy`'s directory, `xds`."""
     return pods_dir / pod_dir_name(pod) / SIDECAR_CONTAINER / "xds"
 
 
@@ -149,7 +149,7 @@ class MeshControlPlane:
     def __init__(self, api: ObjectApi, state_dir: Path, telemetry_port: int,
                  forwarder: Forwarder | None = None, *, debounce: float = DEBOUNCE) -> None:
         self.api = api
-        self.pods_dir = Path(state_dir) / "pods"
+        self.pods_dir = pods_dir(state_dir)
         self.telemetry_port = telemetry_port
         self.forwarder = forwarder
         self.debounce = debounce
@@ -166,12 +166,18 @@ class MeshControlPlane:
         self._proxies: dict[str, ProxyFiles] = {}  # pod uid -> files, for proxies configured
         self._fingerprints: dict[tuple[str, str, str], str] = {}
         self._logged_failures: set[str] = set()
+        # The builders' problems with objects in this pass (e.g. a Gateway's credentialName
+        # without a Secret), for the objects' status; and those last reported, since they can
+        # change with kinds that are no status input (a Secret created, a pod's ports).
+        self._build_warnings: list[ObjectWarning] = []
+        self._reported_build_warnings: frozenset[tuple[str, str]] = frozenset()
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         """Until cancelled: a full pass, then one pass per debounced burst of changes."""
         interval = rotation_check_interval(self.cert_ttl)
         with self.api.store.subscribe(None) as sub:
+            upgrade_earlier_default(self.api)
             self.sync(None)
             next_check = time.monotonic() + interval
             while True:
@@ -214,12 +220,17 @@ class MeshControlPlane:
         root-certificate work, None does everything."""
         started = time.perf_counter()
         state, derived = translate(snapshot(self.api), self._secret_names())
+        self._build_warnings = []
         written = self._program_sidecars(state)
         if self.forwarder is not None:
             written += self._program(
                 "node forwarder", self.forwarder.files, lambda: self._forwarder_resources(state))
         # After the proxies, so that reporting never delays traffic following a change.
-        if changed is None or changed & STATUS_INPUTS:
+        build_warnings = frozenset((obj["metadata"].get("uid", ""), message)
+                                   for obj, message in self._build_warnings)
+        if (changed is None or changed & STATUS_INPUTS
+                or build_warnings != self._reported_build_warnings):
+            self._reported_build_warnings = build_warnings
             self._report_status(state)
         if changed is None or changed & KUBE_STATUS_INPUTS:
             self._report_kube_status(state, derived)
@@ -241,7 +252,7 @@ class MeshControlPlane:
     def _report_status(self, state: MeshState) -> None:
         try:
             self.status.reconcile([*outbound_warnings(state), *custom_warnings(state),
-                                   *jwks_warnings(state)])
+                                   *jwks_warnings(state), *self._build_warnings])
         except Exception:
             log.exception("reporting the status of Istio objects failed")
 
@@ -285,7 +296,9 @@ class MeshControlPlane:
         """Build and write one proxy's files; a failure is logged once and leaves that proxy
         on its last good configuration, while the others are still programmed."""
         try:
-            written = len(self.writer.write(files, build()))
+            resources = build()
+            self._build_warnings += resources.warnings
+            written = len(self.writer.write(files, resources))
         except Exception as exc:
             message = f"{name}: {exc!r}"
             if message not in self._logged_failures:

@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from ..runtime.probes import http_check
-from ..runtime.process import start_helper, stop_helper
+from ..loopback import http_check
+from ..subprocesses import start_helper, stop_helper
 from .envoy import bootstrap, envoy_command, write_bootstrap, write_empty_xds
 from .state import TRUST_DOMAIN, ProxyFiles
 

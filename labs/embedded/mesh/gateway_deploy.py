@@ -17,16 +17,16 @@ import logging
 import re
 from typing import Any
 
-from labs.versions import version
+from labs.istio_names import SIDECAR_CONTAINER
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
+from ..workload import STATUS_PORT, sidecar_image
 from .gateway_api import GATEWAY_NAME_LABEL, Listener, service_name
 from .gateway_install import publish_load_balancer
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-STATUS_PORT = 15021
 
 
 def port_name(listener: Listener) -> str:
@@ -61,8 +61,8 @@ def desired_objects(gateway: Obj, listeners: list[Listener]) -> list[tuple[str, 
                          "istio.io/rev": "default", "prometheus.io/path": "/stats/prometheus",
                          "prometheus.io/port": "15020", "prometheus.io/scrape": "true"}},
                      "spec": {"serviceAccountName": name, "containers": [{
-                         "name": "istio-proxy",
-                         "image": f"docker.io/istio/proxyv2:{version('ISTIO_VERSION')}",
+                         "name": SIDECAR_CONTAINER,
+                         "image": sidecar_image(),
                          "args": ["proxy", "router", "--domain",
                                   "$(POD_NAMESPACE).svc.cluster.local",
                                   "--proxyLogLevel=warning",

@@ -46,6 +46,6 @@ def publish_load_balancer(api: ObjectApi, namespace: str = GATEWAY_SERVICE[0],
         return
     try:
         api.update(rt, namespace, name, {**svc, "status": status}, subresource="status",
-                   validate=False)
+                   validate=False, packaged=True)
     except ApiError as err:
         log.warning("could not publish the address of %s/%s: %s", namespace, name, err.message)

@@ -22,9 +22,10 @@ from typing import Any
 
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceType
-from labs.versions import version
+from labs.istio_names import SIDECAR_CONTAINER
 
-from .state import SIDECAR_CONTAINER, TRUST_DOMAIN, has_sidecar, workload_name
+from ..workload import PROMETHEUS_PORT, STATUS_PORT, has_sidecar, sidecar_image, workload_name
+from .state import TRUST_DOMAIN
 
 Obj = dict[str, Any]
 INIT_CONTAINER = "istio-init"
@@ -44,8 +45,6 @@ PROMETHEUS = {"prometheus.io/port": "15020", "prometheus.io/path": "/stats/prome
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease",
                                 "local-path-storage"})
 TRUTHY = frozenset({"y", "yes", "true", "on"})
-STATUS_PORT = 15021
-PROMETHEUS_PORT = 15090
 # Istio's `global.proxy.resources` defaults.
 DEFAULT_RESOURCES = {"limits": {"cpu": "2", "memory": "1Gi"},
                      "requests": {"cpu": "100m", "memory": "128Mi"}}
@@ -61,10 +60,6 @@ VOLUME_MOUNTS = (("workload-socket", "/var/run/secrets/workload-spiffe-uds"),
                  ("istio-envoy", "/etc/istio/proxy"),
                  ("istio-token", "/var/run/secrets/tokens"),
                  ("istio-podinfo", "/etc/istio/pod"))
-
-
-def proxy_image() -> str:
-    return f"docker.io/istio/proxyv2:{version('ISTIO_VERSION')}"
 
 
 def _labels(obj: Obj | None) -> dict[str, str]:
@@ -152,7 +147,7 @@ def _init_container(annotations: dict[str, str], resources: Obj) -> Obj:
     excluded = ",".join(p for p in ["15090,15021,15020", traffic("excludeInboundPorts", "")]
                         if p)
     return {
-        "name": INIT_CONTAINER, "image": proxy_image(),
+        "name": INIT_CONTAINER, "image": sidecar_image(),
         "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
                  "-i", traffic("includeOutboundIPRanges", "*"),
                  "-x", traffic("excludeOutboundIPRanges", ""),
@@ -206,7 +201,7 @@ def _proxy_container(pod: Obj, app_containers: list[Obj], resources: Obj,
     log_level = annotations.get("sidecar.istio.io/logLevel", "warning")
     component_level = annotations.get("sidecar.istio.io/componentLogLevel", "misc:error")
     return {
-        "name": SIDECAR_CONTAINER, "image": proxy_image(),
+        "name": SIDECAR_CONTAINER, "image": sidecar_image(),
         "ports": [{"containerPort": PROMETHEUS_PORT, "protocol": "TCP",
                    "name": "http-envoy-prom"}],
         "args": ["proxy", "sidecar", "--domain", f"$(POD_NAMESPACE).svc.{TRUST_DOMAIN}",

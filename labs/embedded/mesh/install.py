@@ -45,7 +45,7 @@ def install_manifest(api: ObjectApi, path: Path) -> int:
         if api.find(rt, namespace, meta["name"]) is not None:
             continue
         try:
-            api.create(rt, namespace, obj, validate=False)
+            api.create(rt, namespace, obj, validate=False, packaged=True)  # no schema to build
         except ApiError as err:  # e.g. istio-system is being deleted: the cluster still runs
             log.error("%s: %s %s was not created: %s", path.name, obj["kind"], meta["name"],
                       err.message)

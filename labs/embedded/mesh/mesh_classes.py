@@ -35,7 +35,7 @@ def install_classes(api: ObjectApi) -> int:
         if rt is None or api.find(rt, "", obj["metadata"]["name"]) is not None:
             continue
         try:
-            api.create(rt, "", copy.deepcopy(obj), validate=False)
+            api.create(rt, "", copy.deepcopy(obj), validate=False, packaged=True)
         except ApiError as err:
             log.error("%s istio was not created: %s", obj["kind"], err.message)
             continue

@@ -1,7 +1,8 @@
 """What the `istio-proxy` container runs: write this sidecar's Envoy bootstrap, then become Envoy.
 
-The runtime passes the proxy's ports in the environment; HOME is the container's directory and
-the control plane writes the proxy's listeners, clusters and routes into `$HOME/xds`. Like
+The runtime passes the proxy's ports in the environment (names: labs/embedded/workload.py);
+HOME is the container's directory and the control plane writes the proxy's listeners, clusters
+and routes into `$HOME/xds`. Like
 Istio's bootstrap (istio/istio tools/packaging/common/envoy_bootstrap.json) the Envoy serves,
 from its start, `/stats/prometheus` on the pod's port 15090 (its admin stats, through the static
 cluster `prometheus_stats`) and pilot-agent's status port 15020: `/stats/prometheus` (Envoy's
@@ -23,30 +24,24 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..workload import (
+    ADMIN_PORT_ENV,
+    AGENT_PORT,
+    HOST_PORTS_ENV,
+    OUTBOUND_PORT_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
+    PROMETHEUS_PORT,
+    PROXY_TYPE_ENV,
+    PROXY_TYPES,
+    SERVICE_CLUSTER_ENV,
+    SIDECAR_TYPE,
+    STATUS_PORT,
+)
 from .envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
 from .state import TRUST_DOMAIN, Obj, ProxyFiles
 from .xds.listeners import http_connection_manager, router, socket_address
 
-ADMIN_PORT_ENV = "MESHLAB_PROXY_ADMIN_PORT"
-OUTBOUND_PORT_ENV = "MESHLAB_PROXY_OUTBOUND_PORT"
-# The pod's {containerPort: hostPort} (annotation meshlab.dev/host-ports), as JSON.
-HOST_PORTS_ENV = "MESHLAB_HOST_PORTS"
-# The sidecar's well-known ports (Istio's "Ports used by Istio"): the Envoy admin, on the pod's
-# localhost only, and the ports it serves on the pod's address, which the runtime gives host
-# ports like any container port.
-ADMIN_PORT = 15000
-AGENT_PORT = 15020  # pilot-agent: merged Prometheus stats, /healthz/ready
-STATUS_PORT = 15021  # /healthz/ready, the sidecar's readiness probe
-PROMETHEUS_PORT = 15090  # Envoy's /stats/prometheus
-POD_PORTS = (AGENT_PORT, STATUS_PORT, PROMETHEUS_PORT)
-# Istio's service cluster (APP_LABEL_AND_NAMESPACE): the `app` label, else the workload name;
-# Zipkin service names are `<this>.<namespace>`, e.g. `productpage.default`.
-SERVICE_CLUSTER_ENV = "MESHLAB_SERVICE_CLUSTER"
-POD_NAME_ENV = "MESHLAB_POD_NAME"
-POD_NAMESPACE_ENV = "MESHLAB_POD_NAMESPACE"
-# "router" for a gateway (its container runs `proxy router`), else "sidecar": Istio's node type.
-PROXY_TYPE_ENV = "MESHLAB_PROXY_TYPE"
-PROXY_TYPES = ("sidecar", "router")
 BOOTSTRAP_FILE = "bootstrap.yaml"
 
 
@@ -54,7 +49,7 @@ class SidecarConfigError(Exception):
     """The environment does not say enough to start this sidecar."""
 
 
-def node_id(pod: str, namespace: str, proxy_type: str = "sidecar") -> str:
+def node_id(pod: str, namespace: str, proxy_type: str = SIDECAR_TYPE) -> str:
     """Istio's node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`, the type being
     `sidecar` or `router` (a gateway)."""
     return f"{proxy_type}~127.0.0.1~{pod}.{namespace}~{namespace}.svc.{TRUST_DOMAIN}"
@@ -124,7 +119,7 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     admin = _port(env, ADMIN_PORT_ENV)
     outbound = _port(env, OUTBOUND_PORT_ENV)
     pod, namespace = _required(env, POD_NAME_ENV), _required(env, POD_NAMESPACE_ENV)
-    proxy_type = env.get(PROXY_TYPE_ENV) or "sidecar"
+    proxy_type = env.get(PROXY_TYPE_ENV) or SIDECAR_TYPE
     if proxy_type not in PROXY_TYPES:
         raise SidecarConfigError(f"{PROXY_TYPE_ENV}={proxy_type!r}: expected one of "
                                  f"{', '.join(PROXY_TYPES)}")

@@ -1,74 +1,25 @@
 """A snapshot of what the mesh control plane reads, with the lookups every builder needs.
 
 The builders of Envoy configuration are pure functions of a `MeshState`, so they are tested
-without a cluster and one snapshot serves every proxy in a pass.
-
-Conventions shared with the runtime (who writes what):
-- pod annotation `meshlab.dev/host-ports` {containerPort: hostPort}: the pod's public ports,
-  listed in Endpoints (runtime);
-- pod annotation `meshlab.dev/app-ports` {containerPort: port}: where the app really listens when
-  a sidecar captures its traffic (runtime); the sidecar's inbound listener on the host port
-  forwards there;
-- pod annotation `meshlab.dev/proxy-ports` {"admin": port, "outbound": port}: the sidecar's Envoy
-  admin and outbound HTTP-proxy ports (runtime).
+without a cluster and one snapshot serves every proxy in a pass. What the runtime writes on a
+pod for them to read (its ports, its sidecar) is labs/embedded/workload.py.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from ..workload import has_sidecar, is_gateway
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
-HOST_PORTS = "meshlab.dev/host-ports"
-APP_PORTS = "meshlab.dev/app-ports"
-PROXY_PORTS = "meshlab.dev/proxy-ports"
-SIDECAR_CONTAINER = "istio-proxy"
 TRUST_DOMAIN = "cluster.local"
 ROOT_NAMESPACE = "istio-system"
-
-
-def _annotation_json(pod: Obj, key: str) -> dict[str, int]:
-    raw = (pod.get("metadata", {}).get("annotations") or {}).get(key)
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def pod_dir_name(pod: Obj) -> str:
-    """The folder of a pod under the runtime's pods directory (shared by runtime and mesh)."""
-    meta = pod["metadata"]
-    return f"{meta.get('namespace', '')}_{meta['name']}_{meta['uid']}"
-
-
-def host_ports(pod: Obj) -> dict[str, int]:
-    return _annotation_json(pod, HOST_PORTS)
-
-
-def app_ports(pod: Obj) -> dict[str, int]:
-    return _annotation_json(pod, APP_PORTS)
-
-
-def proxy_ports(pod: Obj) -> dict[str, int]:
-    return _annotation_json(pod, PROXY_PORTS)
-
-
-def has_sidecar(pod: Obj) -> bool:
-    return any(c.get("name") == SIDECAR_CONTAINER
-               for c in pod.get("spec", {}).get("containers") or [])
-
-
-def is_gateway(pod: Obj) -> bool:
-    """An Istio gateway (ingress/egress): its `istio-proxy` runs `proxy router`, is the pod's
-    only workload and captures no app traffic (Istio's node type `router`, not `sidecar`)."""
-    return any(c.get("name") == SIDECAR_CONTAINER and "router" in (c.get("args") or [])
-               for c in pod.get("spec", {}).get("containers") or [])
 
 
 def service_account(pod: Obj) -> str:
@@ -86,19 +37,6 @@ def pod_spiffe_id(pod: Obj) -> str:
 def fqdn(service: Obj) -> str:
     meta = service["metadata"]
     return f"{meta['name']}.{meta.get('namespace', '')}.svc.{TRUST_DOMAIN}"
-
-
-def workload_name(pod: Obj) -> str:
-    """Istio's workload name: the Deployment for ReplicaSet-owned pods, else the pod name."""
-    meta = pod["metadata"]
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == "ReplicaSet":
-            template_hash = (meta.get("labels") or {}).get("pod-template-hash")
-            name = ref.get("name", "")
-            if template_hash and name.endswith(f"-{template_hash}"):
-                return name[: -len(template_hash) - 1]
-            return name
-    return meta["name"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +60,12 @@ class Endpoint:
         return pod_spiffe_id(self.pod) if self.pod is not None else None
 
 
+def _default_mesh_config() -> Obj:
+    """A fresh installation's mesh config (imported late: meshconfig reads the API server)."""
+    from .meshconfig import default_mesh_config
+    return default_mesh_config()
+
+
 @dataclass
 class MeshState:
     """Every object the control plane reads, grouped by kind (lists of API objects)."""
@@ -137,6 +81,7 @@ class MeshState:
     gateways: list[Obj] = field(default_factory=list)
     authorization_policies: list[Obj] = field(default_factory=list)
     request_authentications: list[Obj] = field(default_factory=list)
+    telemetries: list[Obj] = field(default_factory=list)  # telemetry.istio.io Telemetry
     # Kubernetes Ingress and Gateway API objects (labs.embedded.mesh.ingress / gateway_api
     # translate them into Istio Gateways and VirtualServices, as istiod does).
     ingresses: list[Obj] = field(default_factory=list)
@@ -148,8 +93,10 @@ class MeshState:
     root_namespace: str = ROOT_NAMESPACE
     # Istio's mesh config (ConfigMap istio-system/istio, key `mesh`; see meshconfig.py) and
     # what is wrong with it, if anything.
-    mesh_config: Obj = field(default_factory=dict)
+    mesh_config: Obj = field(default_factory=_default_mesh_config)
     mesh_config_error: str | None = None
+    _derived: dict[Callable[[MeshState], object], object] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._pods_by_key = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]): p
@@ -157,6 +104,14 @@ class MeshState:
         self._endpoints_by_key = {
             (e["metadata"].get("namespace", ""), e["metadata"]["name"]): e
             for e in self.endpoints}
+
+    def derived(self, build: Callable[[MeshState], T]) -> T:
+        """`build(self)`, computed at its first use and kept with this snapshot: an index every
+        proxy of a pass shares (istiod's push context), where a scan per proxy and host would
+        make a pass grow as services³. The lists must not change after a lookup is built."""
+        if build not in self._derived:
+            self._derived[build] = build(self)
+        return cast(T, self._derived[build])
 
     def pod(self, namespace: str, name: str) -> Obj | None:
         return self._pods_by_key.get((namespace, name))
@@ -173,11 +128,7 @@ class MeshState:
             name, namespace = parts[0], parts[1]
         else:
             return None
-        for svc in self.services:
-            meta = svc["metadata"]
-            if meta["name"] == name and meta.get("namespace") == namespace:
-                return svc
-        return None
+        return self.derived(_services_by_key).get((namespace, name))
 
     def endpoints_for(self, service: Obj, port: Obj) -> list[Endpoint]:
         """Ready endpoints of one service port (a `spec.ports` entry), from Endpoints objects."""
@@ -209,30 +160,40 @@ class MeshState:
                 and not p["metadata"].get("deletionTimestamp")]
 
 
+def _services_by_key(state: MeshState) -> dict[tuple[str | None, str], Obj]:
+    """(namespace, name) -> Service, the first listed of each."""
+    out: dict[tuple[str | None, str], Obj] = {}
+    for svc in state.services:
+        out.setdefault((svc["metadata"].get("namespace"), svc["metadata"]["name"]), svc)
+    return out
+
+
 @dataclass(frozen=True)
 class ProxyFiles:
-    """Where one Envoy reads its dynamic configuration (file-based xDS, watched directory)."""
+    """Where one Envoy reads its dynamic configuration (file-based xDS, watched directory).
+    The paths are made once per object: every outbound cluster's TLS context names the SDS
+    files, so a pass asks for them services x proxies times."""
 
     xds_dir: Path
 
-    @property
+    @cached_property
     def lds(self) -> Path:
         return self.xds_dir / "lds.yaml"
 
-    @property
+    @cached_property
     def cds(self) -> Path:
         return self.xds_dir / "cds.yaml"
 
-    @property
+    @cached_property
     def rds(self) -> Path:
         return self.xds_dir / "rds.yaml"
 
-    @property
+    @cached_property
     def cert_sds(self) -> Path:
         """The workload certificate and key (secret name `default`), written by the mesh CA."""
         return self.xds_dir / "sds" / "default.yaml"
 
-    @property
+    @cached_property
     def root_sds(self) -> Path:
         """The trusted mesh root (secret name `ROOTCA`), written by the mesh CA."""
         return self.xds_dir / "sds" / "rootca.yaml"
@@ -245,4 +206,5 @@ class EnvoyResources:
     listeners: list[Obj] = field(default_factory=list)
     clusters: list[Obj] = field(default_factory=list)
     route_configs: list[Obj] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    # (object, problem) for the object's status: what the builder could not program, and why.
+    warnings: list[tuple[Obj, str]] = field(default_factory=list)

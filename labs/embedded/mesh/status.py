@@ -21,6 +21,7 @@ from .xds.authorization import authz_unsupported_fields
 from .xds.gateway import gateway_unsupported_fields
 from .xds.jwt import ra_unsupported_fields
 from .xds.peer_authentication import pa_unsupported_fields
+from .xds.telemetry_api import telemetry_unsupported_fields
 from .xds.unsupported import unsupported_fields
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,8 @@ REPORTED_KINDS: tuple[ReportedKind, ...] = (
                  authz_unsupported_fields),
     ReportedKind(SECURITY, "v1", "requestauthentications", "RequestAuthentication",
                  ra_unsupported_fields),
-    ReportedKind("telemetry.istio.io", "v1", "telemetries", "Telemetry", None,
-                 "metrics, access logs and traces always use Istio's defaults"),
+    ReportedKind("telemetry.istio.io", "v1", "telemetries", "Telemetry",
+                 telemetry_unsupported_fields),
 )
 REPORTED_KEYS = frozenset(k.key for k in REPORTED_KINDS)
 
@@ -127,7 +128,9 @@ class StatusReporter:
         pairs from the builders' diagnostics. Returns how many objects were updated."""
         by_uid: dict[str, list[str]] = {}
         for obj, message in warnings:
-            by_uid.setdefault(obj["metadata"].get("uid", ""), []).append(message)
+            said = by_uid.setdefault(obj["metadata"].get("uid", ""), [])
+            if message not in said:  # e.g. from each replica of a gateway
+                said.append(message)
         live: set[str] = set()
         updated = 0
         for kind in self.kinds:

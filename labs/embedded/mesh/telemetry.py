@@ -29,18 +29,19 @@ from typing import Any
 
 from aiohttp import web
 
-from .state import (
-    SIDECAR_CONTAINER,
-    MeshState,
-    host_ports,
-    pod_spiffe_id,
-    workload_name,
-)
+from labs.istio_names import SIDECAR_CONTAINER
+
+from ..paths import pods_dir
+from ..workload import host_ports, workload_name
+from .state import MeshState, pod_spiffe_id
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 TELEMETRY_LOG = "telemetry.log"  # the file name xds/observability.py writes
 POLL_INTERVAL = 0.2
+# With no new line, the poll backs off to this: an idle cluster should cost no CPU, and a scrape
+# of /metrics reads the logs first anyway, so Prometheus never sees counts older than its scrape.
+IDLE_POLL_INTERVAL = 2.0
 SPAN_LIMIT = 10_000
 UNKNOWN = "unknown"
 CLUSTER_NAME = "Kubernetes"  # Istio's default cluster id, in source_/destination_cluster
@@ -113,9 +114,12 @@ class IstioMetrics:
         self.requests: dict[LabelValues, int] = {}
         self.histograms: dict[str, dict[LabelValues, Histogram]] = {
             name: {} for name, _ in self.HISTOGRAMS}
+        self._recorded = 0  # requests recorded so far: the text below is current while equal
+        self._text: tuple[int, str] | None = None
 
     def record(self, labels: LabelValues, duration_ms: float, request_bytes: float,
                response_bytes: float) -> None:
+        self._recorded += 1
         self.requests[labels] = self.requests.get(labels, 0) + 1
         for (name, buckets), value in zip(self.HISTOGRAMS,
                                           (duration_ms, request_bytes, response_bytes),
@@ -126,6 +130,13 @@ class IstioMetrics:
             series[labels].observe(value)
 
     def render(self) -> str:
+        """The text, made again only after a new request: Prometheus asks every second, and
+        rendering every series each time was most of an idle daemon's CPU."""
+        if self._text is None or self._text[0] != self._recorded:
+            self._text = (self._recorded, self._render())
+        return self._text[1]
+
+    def _render(self) -> str:
         lines = ["# HELP istio_requests_total Total requests.",
                  "# TYPE istio_requests_total counter"]
         lines += [f"istio_requests_total{_labels_text(labels)} {count}"
@@ -365,6 +376,14 @@ class LogTailer:
         return found
 
     def _read_one(self, path: Path) -> list[str]:
+        pos = self._positions.get(path)
+        if pos is not None:  # one stat() for a file that did not grow, the common case
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stat = None
+            if stat is not None and stat.st_ino == pos.inode and stat.st_size == pos.offset:
+                return []
         try:
             with path.open("rb") as handle:
                 stat = os.fstat(handle.fileno())
@@ -467,7 +486,7 @@ class TelemetryServer:
 
     def __init__(self, state_dir: Path, port: int, *, poll_interval: float = POLL_INTERVAL,
                  span_limit: int = SPAN_LIMIT) -> None:
-        self.pods_dir = Path(state_dir) / "pods"
+        self.pods_dir = pods_dir(state_dir)
         self.port = port
         self.poll_interval = poll_interval
         self.metrics = IstioMetrics()
@@ -519,12 +538,18 @@ class TelemetryServer:
         return len(lines)
 
     async def _poll(self) -> None:
+        """Every `poll_interval` while requests flow, backing off to `IDLE_POLL_INTERVAL`
+        (doubling) while none do."""
+        delay = self.poll_interval
         while True:
             try:
-                await self.collect()
+                busy = await self.collect() > 0 or bool(self._pending)
             except Exception:
                 log.exception("reading the sidecars' access logs failed")
-            await asyncio.sleep(self.poll_interval)
+                busy = False
+            delay = self.poll_interval if busy else min(
+                delay * 2, max(IDLE_POLL_INTERVAL, self.poll_interval))
+            await asyncio.sleep(delay)
 
     # -- HTTP ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -538,6 +563,12 @@ class TelemetryServer:
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        """Reads the logs first: the answer counts every request the sidecars have written,
+        however far the idle poll has backed off."""
+        try:
+            await self.collect()
+        except Exception:
+            log.exception("reading the sidecars' access logs failed")
         return web.Response(text=self.metrics.render(),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Version": "0.0.4"})

@@ -4,12 +4,14 @@ Envoy watches the xDS directory for files moved into it, so each file is written
 in the same directory and renamed over the old one: Envoy never reads half a file. Clusters go
 first, then routes, then listeners, so every name a newer resource refers to already exists.
 A file rewritten with identical content would still make Envoy re-apply it (and log it), so
-the writer remembers what each path holds and skips unchanged files.
+the writer remembers a digest of what each path holds and skips unchanged files (a digest, not
+the text: every sidecar's files list every service, so the texts of a pass grow as services²).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -48,11 +50,16 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _digest(text: str) -> bytes:
+    """A 128-bit hash of a file's text: enough to tell a changed file, 16 bytes to keep."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 class XdsWriter:
-    """Writes proxies' xDS files and remembers their content, to skip unchanged ones."""
+    """Writes proxies' xDS files and remembers their content's digest, to skip unchanged ones."""
 
     def __init__(self) -> None:
-        self._content: dict[Path, str] = {}
+        self._content: dict[Path, bytes] = {}
 
     def write(self, files: ProxyFiles, resources: EnvoyResources) -> list[Path]:
         """Write the changed files of one proxy (cds, rds, lds in that order); return them."""
@@ -62,19 +69,20 @@ class XdsWriter:
                 (files.rds, resources.route_configs, ROUTE_TYPE),
                 (files.lds, resources.listeners, LISTENER_TYPE)):
             text = render(items, type_url)
-            if self._current(path) == text:
+            new = _digest(text)
+            if self._current(path) == new:
                 continue
             write_atomic(path, text)
-            self._content[path] = text
+            self._content[path] = new
             changed.append(path)
         return changed
 
-    def _current(self, path: Path) -> str | None:
-        """What `path` holds: remembered, or read once (a restarted daemon finds the files of
-        the previous run and need not rewrite identical ones)."""
+    def _current(self, path: Path) -> bytes | None:
+        """The digest of what `path` holds: remembered, or read once (a restarted daemon finds
+        the files of the previous run and need not rewrite identical ones)."""
         if path not in self._content:
             try:
-                self._content[path] = path.read_text()
+                self._content[path] = _digest(path.read_text())
             except OSError:
                 return None
         return self._content[path]

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..apiserver.objects import now
+from ..loopback import tcp_check
 from . import process
 from .context import BACKOFF_CAP, BACKOFF_RESET_AFTER, GRACE_CAP, RuntimeContext
 from .environment import ContainerConfigError, container_env
-from .probes import Probe, tcp_check
+from .probes import Probe
 from .twins import twin_for
 
 Obj = dict[str, Any]
@@ -155,7 +156,7 @@ class ContainerRunner:
         pod_dir = self.ctx.pod_dir(pod)
         argv = twin.argv([self.bind_ports[p] for p in self.listen_ports])
         proc = await process.start(argv, env, self.workdir, self.log_path,
-                                   pod_dir / f"{self.name}.pid")
+                                   pod_dir / f"{self.name}.pid", self.ctx.forks)
         self.env, self.process = env, proc
         if restart:
             self.restart_count += 1

@@ -9,12 +9,12 @@ from typing import Any
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.resources import ResourceType
-from ..mesh.state import HOST_PORTS, pod_dir_name
+from ..workload import pod_dir_name
+from .forkserver import ForkServer
 from .ports import PortAllocator
 
 Obj = dict[str, Any]
 COMPONENT = "kubelet"
-HOST_PORTS_ANNOTATION = HOST_PORTS
 BACKOFF_ENV = "MESHLAB_RESTART_BACKOFF_BASE"
 BACKOFF_CAP = 300.0  # the kubelet's 5 minutes
 BACKOFF_RESET_AFTER = 600.0  # a container that ran this long starts its back-off afresh
@@ -43,6 +43,7 @@ class RuntimeContext:
     ports: PortAllocator = field(default_factory=PortAllocator)
     forwarder_port: int | None = None  # the node forwarder's HTTP-proxy port, if it runs
     backoff_base: float = field(default_factory=backoff_base)
+    forks: ForkServer = field(default_factory=ForkServer)  # forks the app twins
 
     @property
     def pod_rt(self) -> ResourceType:

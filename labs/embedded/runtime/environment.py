@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..apiserver.api import ObjectApi
+from ..workload import POD_NAME_ENV, POD_NAMESPACE_ENV
 from .process import POD_UID_ENV
 
 Obj = dict[str, Any]
@@ -42,8 +43,8 @@ def base_env(pod: Obj, workdir: Path, bin_dir: Path | None = None) -> dict[str, 
         "HOME": str(workdir),
         "LANG": "C.UTF-8",
         "HOSTNAME": meta["name"],
-        "MESHLAB_POD_NAME": meta["name"],
-        "MESHLAB_POD_NAMESPACE": meta.get("namespace", ""),
+        POD_NAME_ENV: meta["name"],
+        POD_NAMESPACE_ENV: meta.get("namespace", ""),
         POD_UID_ENV: meta.get("uid", ""),
     }
 

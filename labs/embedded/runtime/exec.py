@@ -25,8 +25,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..apiserver.errors import ApiError
+from ..subprocesses import child_setup, kill_group
 from .exec_user import exec_uid, open_workdir
-from .process import child_setup, exit_code, kill_group
+from .process import exit_code
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
              "v2.channel.k8s.io", "channel.k8s.io")

@@ -6,36 +6,21 @@ user, like everything else. The grader's sandbox starts the daemon with `$MESHLA
 and with CAP_SETUID, CAP_SETGID and CAP_KILL kept: each exec then switches to that uid and drops
 every capability before it starts, so a submission's `kubectl exec` cannot signal the daemon
 or its containers, read the daemon's keys, or serve a fake API server in its place — and the
-daemon can still stop what the exec started.
+daemon can still stop what the exec started. The switch itself is `subprocesses.become`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 from pathlib import Path
 
 EXEC_UID_ENV = "MESHLAB_EXEC_UID"
-_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def exec_uid() -> int | None:
     """The uid execs run as, when the daemon was given one."""
     value = os.environ.get(EXEC_UID_ENV)
     return int(value) if value else None
-
-
-def become(uid: int) -> None:
-    """In a forked child before exec: be `uid` (its own group, no others) with no
-    capabilities — ambient ones cleared, so the program exec'd gets none (no_new_privs, set by
-    the sandbox, already denies file capabilities)."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if LIBC is not None and LIBC.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0):
-        os._exit(126)
 
 
 def open_workdir(path: Path) -> None:

@@ -40,16 +40,26 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from labs.istio_names import SIDECAR_CONTAINER
+
 from ..apps import localhost
-from ..mesh import state
-from ..mesh.sidecar import (
+from ..workload import (
     ADMIN_PORT,
     ADMIN_PORT_ENV,
+    APP_PORTS,
+    HOST_PORTS,
     HOST_PORTS_ENV,
     OUTBOUND_PORT_ENV,
     POD_PORTS,
+    PROXY_PORTS,
     PROXY_TYPE_ENV,
     SERVICE_CLUSTER_ENV,
+    app_ports,
+    has_sidecar,
+    host_ports,
+    proxy_ports,
+    proxy_type,
+    workload_name,
 )
 from .ports import PortAllocator
 from .probes import probe_ports
@@ -71,7 +81,7 @@ def listen_ports(container: Obj) -> list[int]:
 
 
 def is_sidecar(container: Obj) -> bool:
-    return container.get("name") == state.SIDECAR_CONTAINER
+    return container.get("name") == SIDECAR_CONTAINER
 
 
 @dataclass
@@ -86,10 +96,10 @@ class PodPorts:
     def annotations(self) -> dict[str, str]:
         def dump(ports: Mapping[Any, int]) -> str:
             return json.dumps({str(k): v for k, v in ports.items()})
-        out = {state.HOST_PORTS: dump(self.host)}
+        out = {HOST_PORTS: dump(self.host)}
         if self.meshed:
-            out[state.APP_PORTS] = dump(self.app)
-            out[state.PROXY_PORTS] = dump(self.proxy)
+            out[APP_PORTS] = dump(self.app)
+            out[PROXY_PORTS] = dump(self.proxy)
         return out
 
     def localhost(self) -> dict[int, int]:
@@ -113,22 +123,22 @@ class PodPorts:
 
 def allocate(pod: Obj, containers: list[Obj], allocator: PortAllocator) -> PodPorts:
     """Ports for `containers` of `pod`, the ones a previous daemon gave it when still free."""
-    previous = {state.HOST_PORTS: state.host_ports(pod), state.APP_PORTS: state.app_ports(pod),
-                state.PROXY_PORTS: state.proxy_ports(pod)}
+    previous = {HOST_PORTS: host_ports(pod), APP_PORTS: app_ports(pod),
+                PROXY_PORTS: proxy_ports(pod)}
 
     def take(annotation: str, key: object) -> int:
         return allocator.allocate(previous[annotation].get(str(key)))
 
-    ports = PodPorts(meshed=state.has_sidecar(pod))
+    ports = PodPorts(meshed=has_sidecar(pod))
     for container in containers:
         for port in listen_ports(container):
             if port in ports.host:
                 continue
-            ports.host[port] = take(state.HOST_PORTS, port)
+            ports.host[port] = take(HOST_PORTS, port)
             if ports.meshed and not is_sidecar(container):
-                ports.app[port] = take(state.APP_PORTS, port)
+                ports.app[port] = take(APP_PORTS, port)
     if ports.meshed:
-        ports.proxy = {key: take(state.PROXY_PORTS, key) for key in ("admin", "outbound")}
+        ports.proxy = {key: take(PROXY_PORTS, key) for key in ("admin", "outbound")}
     return ports
 
 
@@ -150,11 +160,10 @@ def _service_env(pod: Obj, ports: PodPorts, container: Obj,
     if ports.meshed and is_sidecar(container):
         return {ADMIN_PORT_ENV: str(ports.proxy["admin"]),
                 OUTBOUND_PORT_ENV: str(ports.proxy["outbound"]),
-                HOST_PORTS_ENV: ports.annotations()[state.HOST_PORTS],
-                PROXY_TYPE_ENV: "router" if "router" in (container.get("args") or [])
-                else "sidecar",
+                HOST_PORTS_ENV: ports.annotations()[HOST_PORTS],
+                PROXY_TYPE_ENV: proxy_type(container),
                 SERVICE_CLUSTER_ENV: (pod["metadata"].get("labels") or {}).get("app")
-                or state.workload_name(pod)}
+                or workload_name(pod)}
     if ports.meshed:
         return proxy_env(f"http://127.0.0.1:{ports.proxy['outbound']}")
     if forwarder_port is not None:

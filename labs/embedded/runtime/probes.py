@@ -10,13 +10,13 @@ health protocol).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..loopback import ProbeResult, http_check, tcp_check
+from ..subprocesses import child_setup
 from .exec_user import exec_uid
-from .process import child_setup
 
 Obj = dict[str, Any]
 
@@ -45,48 +45,6 @@ def probe_ports(container: Obj) -> list[int]:
                 if port is not None:
                     found.append(port)
     return found
-
-
-@dataclass
-class ProbeResult:
-    ok: bool
-    message: str = ""
-
-
-async def tcp_check(port: int, timeout: float) -> ProbeResult:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    except TimeoutError:
-        return ProbeResult(False, f"dial tcp 127.0.0.1:{port}: i/o timeout")
-    except OSError as exc:
-        return ProbeResult(False, f"dial tcp 127.0.0.1:{port}: {exc.strerror}")
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return ProbeResult(True)
-
-
-async def http_check(port: int, path: str, headers: list[Obj], timeout: float) -> ProbeResult:
-    url = f"http://127.0.0.1:{port}{path}"
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            # HTTP/1.1 as the kubelet sends it: Envoy refuses HTTP/1.0 (426) by default
-            lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
-                     "User-Agent: kube-probe/1.37", "Accept: */*", "Connection: close"]
-            lines += [f"{h.get('name')}: {h.get('value')}" for h in headers]
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-            status_line = await reader.readline()
-            writer.close()
-    except TimeoutError:
-        return ProbeResult(False, f'Get "{url}": context deadline exceeded')
-    except OSError as exc:
-        return ProbeResult(False, f'Get "{url}": dial tcp 127.0.0.1:{port}: {exc.strerror}')
-    parts = status_line.split()
-    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    if 200 <= code < 400:
-        return ProbeResult(True)
-    return ProbeResult(False, f"HTTP probe failed with statuscode: {code}")
 
 
 async def exec_check(command: list[str], env: dict[str, str], cwd: Path,

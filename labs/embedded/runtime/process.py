@@ -1,55 +1,29 @@
-"""Local processes standing in for containers — start, log capture, stop, crash clean-up — and
-the daemon's own helper processes (the node forwarder's Envoy, Prometheus).
+"""Local processes standing in for containers — start, log capture, stop, crash clean-up.
 
-Every child gets its own session (so a signal reaches its whole process group, as stopping a
-container stops everything in it) and, on Linux, PR_SET_PDEATHSIG=SIGKILL (so it dies with the
-daemon). The death signal follows the *thread* that forked the child: the daemon runs its event
-loop in the main thread, which lives as long as the process. Each container's pid goes to a file; a
-daemon restarted after `kill -9` kills whatever those files still name, once it has checked
-through /proc that the process really belongs to that pod.
+Children start as every child of the daemon does (labs/embedded/subprocesses.py: own session,
+dying with the daemon); the app twins are forked by the cluster's fork server instead
+(forkserver.py: they share its pre-imported interpreter), with the same semantics. Each
+container's pid goes to a file; a daemon restarted after `kill -9` kills whatever those files
+still name, once it has checked through /proc that the process really belongs to that pod (its
+environment names the pod, or — a forked twin's /proc environment being the fork server's — its
+working directory is in the pod's directory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
-import termios
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
+from ..apps.forkserver import twin_command
+from ..subprocesses import child_setup, kill_group
 from . import crilog
-from .exec_user import LIBC, become
+from .forkserver import ForkServer
 
 POD_UID_ENV = "MESHLAB_POD_UID"  # the marker that proves a leftover process is ours
-_PR_SET_PDEATHSIG = 1
-
-
-def child_setup(controlling_tty: bool = False, run_as: int | None = None
-                ) -> Callable[[], None]:
-    """A `preexec_fn`: become `run_as` (see exec_user.py); die with the daemon — set after
-    the uid changes, which clears it; optionally make fd 0 (a pty) the controlling tty."""
-    parent = os.getpid()
-
-    def setup() -> None:
-        if run_as is not None:
-            become(run_as)
-        if LIBC is not None:
-            LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # the daemon died before prctl took effect
-                os._exit(1)
-        if controlling_tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    return setup
-
-
-def kill_group(pid: int, sig: int) -> None:
-    """Signal a child's process group: each child leads its own session, so pgid == pid."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def exit_code(returncode: int) -> int:
@@ -57,10 +31,20 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+class Child(Protocol):
+    """What the runtime uses of a started process: an asyncio one, or a forked twin."""
+
+    pid: int
+    stdout: asyncio.StreamReader | None
+    stderr: asyncio.StreamReader | None
+
+    async def wait(self) -> int: ...
+
+
 class ContainerProcess:
     """One run of a container: the child, the tasks copying its output to the log, its pid file."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, pid_path: Path) -> None:
+    def __init__(self, proc: Child, log_path: Path, pid_path: Path) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.pid_path = pid_path
@@ -107,52 +91,37 @@ class ContainerProcess:
 
 
 async def start(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                pid_path: Path) -> ContainerProcess:
-    """Start `argv`; the previous run's log becomes `<name>.previous.log` (`logs --previous`)."""
+                pid_path: Path, forks: ForkServer) -> ContainerProcess:
+    """Start `argv` (an app twin through `forks`); the previous run's log becomes
+    `<name>.previous.log` (`logs --previous`)."""
     if log_path.exists():
         log_path.replace(previous_log(log_path))
     cwd.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, preexec_fn=child_setup())
+    proc: Child
+    if (twin := twin_command(argv)) is not None:
+        proc = await forks.spawn(twin, env, cwd)
+    else:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=child_setup())
     pid_path.write_text(f"{proc.pid}\n")
     return ContainerProcess(proc, log_path, pid_path)
-
-
-async def start_helper(argv: Sequence[str], log_path: Path) -> asyncio.subprocess.Process:
-    """Start one of the daemon's own helpers (an Envoy, Prometheus) with its output appended to
-    `log_path`: in its own session and dying with the daemon, like a container's process."""
-    with log_path.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, preexec_fn=child_setup())
-
-
-async def stop_helper(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM a helper, SIGKILL it after `grace` seconds; returns once it has exited."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 def previous_log(log_path: Path) -> Path:
     return log_path.with_name(log_path.name.removesuffix(".log") + ".previous.log")
 
 
-def _belongs_to(pid: int, pod_uid: str) -> bool:
+def _belongs_to(pid: int, pod_dir: Path) -> bool:
+    pod_uid = pod_dir.name.rsplit("_", 1)[-1]
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:  # gone, not ours to read, or no /proc (macOS): leave it alone
         return False
-    return f"{POD_UID_ENV}={pod_uid}".encode() in environ.split(b"\0")
+    return (f"{POD_UID_ENV}={pod_uid}".encode() in environ.split(b"\0")
+            or cwd.is_relative_to(pod_dir.resolve()))
 
 
 def kill_leftovers(pods_dir: Path) -> list[int]:
@@ -163,12 +132,11 @@ def kill_leftovers(pods_dir: Path) -> list[int]:
     """
     killed = []
     for pid_file in pods_dir.glob("*/*.pid"):
-        pod_uid = pid_file.parent.name.rsplit("_", 1)[-1]
         try:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid > 0 and _belongs_to(pid, pod_uid):
+        if pid > 0 and _belongs_to(pid, pid_file.parent):
             kill_group(pid, signal.SIGKILL)
             killed.append(pid)
         pid_file.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError, bad_request
 from ..apiserver.metrics_api import Usage, Window
 from ..apps import localhost
+from ..paths import pods_dir
 from . import exec as exec_stream
 from . import logs, portforward, usage
 from .context import GRACE_CAP, RuntimeContext
@@ -40,7 +41,7 @@ class PodRuntime:
                  forwarder_port: int | None = None) -> None:
         """`forwarder_port`: the node forwarder's HTTP-proxy port, which pods without a sidecar
         use to reach services by name (None: no proxy settings for them)."""
-        self.ctx = RuntimeContext(api, Path(state_dir) / "pods", node_name,
+        self.ctx = RuntimeContext(api, pods_dir(state_dir), node_name,
                                   forwarder_port=forwarder_port)
         self._workers: dict[str, PodWorker] = {}  # by pod uid
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -78,6 +79,7 @@ class PodRuntime:
         await asyncio.gather(*(w.shutdown(SHUTDOWN_GRACE) for w in workers),
                              return_exceptions=True)
         await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self.ctx.forks.stop()
 
     def _observe(self, event_type: str, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, failed, passed
-from labs.traffic import SIDECAR_CONTAINER, ProbeResult
+from labs.istio_names import SIDECAR_CONTAINER
+from labs.traffic import ProbeResult
 
 NAMESPACE = "bookinfo"
 

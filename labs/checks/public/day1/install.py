@@ -10,7 +10,7 @@ from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day1 import NAMESPACE, describe
 from labs.checks.registry import check
 from labs.course import manifest
-from labs.traffic import SIDECAR_CONTAINER
+from labs.istio_names import SIDECAR_CONTAINER
 
 DEPLOYMENTS = ("productpage-v1", "details-v1", "ratings-v1", "reviews-v1", "reviews-v2",
                "reviews-v3")

@@ -9,7 +9,7 @@ from labs.checks.model import Outcome, Retry, Status, failed, passed
 from labs.checks.public.day1 import NAMESPACE, describe
 from labs.checks.registry import check
 from labs.course import manifest
-from labs.traffic import SIDECAR_CONTAINER
+from labs.istio_names import SIDECAR_CONTAINER
 
 LEGACY = "legacy"
 DETAILS_URL = f"http://details.{NAMESPACE}:9080/details/0"

@@ -21,14 +21,14 @@ from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day1 import describe, meshed_workloads_run
 from labs.checks.registry import check
 from labs.cluster import ClusterRef, current_cluster
-from labs.embedded.mesh.xds.values import ConfigError, duration
+from labs.duration import DurationError, go_duration_seconds
+from labs.istio_names import SIDECAR_CONTAINER
 from labs.proxy import ProxyError, stats
 from labs.traffic import probe
 
 NAMESPACE = "resilience"
 WORKLOADS = ("curl", "fortio-deploy", "httpbin", "ratings-v1", "reviews-v2", "flaky-v1",
              "flaky-v2")
-SIDECAR = "istio-proxy"
 TIMEOUT_BODY = "upstream request timeout"  # Envoy's local reply when the route timeout fires
 RETRY_ATTEMPTS = 4  # the first try and `attempts: 3` retries
 FORTIO = ("/usr/bin/fortio", "load", "-qps", "0", "-loglevel", "Warning")
@@ -67,10 +67,10 @@ def server_log_lines(cluster: ClusterRef, workload: str, marker: str,
     steady_since = start
     while True:
         log = cluster.kubectl(f"--namespace={namespace}", "logs", f"deploy/{workload}", "-c",
-                              SIDECAR, timeout=30)
+                              SIDECAR_CONTAINER, timeout=30)
         if log.returncode != 0:
-            raise ProxyError(f"`kubectl logs deploy/{workload} -c {SIDECAR} -n {namespace}` "
-                             f"failed: {log.stderr.strip()}")
+            raise ProxyError(f"`kubectl logs deploy/{workload} -c {SIDECAR_CONTAINER} "
+                             f"-n {namespace}` failed: {log.stderr.strip()}")
         found = [line for line in log.stdout.splitlines() if marker in line]
         now = time.monotonic()
         if len(found) != len(lines):
@@ -165,8 +165,8 @@ def ratings_delay(ctx: CheckContext) -> Outcome:
             if not delay.get("fixedDelay"):
                 continue
             try:
-                seconds = float(duration(delay["fixedDelay"], "fixedDelay")[:-1])
-            except ConfigError as exc:
+                seconds = go_duration_seconds(delay["fixedDelay"], "fixedDelay")
+            except DurationError as exc:
                 return failed(str(exc))
             share = float((delay.get("percentage") or {}).get("value", 0))
             if seconds >= 1 and share >= 100 and not rule.get("match"):

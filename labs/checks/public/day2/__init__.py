@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, failed, passed
-from labs.traffic import SIDECAR_CONTAINER
+from labs.istio_names import SIDECAR_CONTAINER
 
 REQUESTS = 2  # per expectation; a behavioural check also retries until it passes twice in a row
 

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ...workload import POD_NAME_ENV
 from ..http import TwinHandler, add_port_option, http_get, serve
 
 VERSIONS = {"v1": (False, "black"), "v2": (True, "black"), "v3": (True, "red")}
@@ -62,7 +63,7 @@ class ReviewsConfig:
             ratings_enabled=enabled,
             star_color=env.get("STAR_COLOR", color),
             ratings_service=f"http://{host}{domain}:{port}/ratings",
-            podname=env.get("MESHLAB_POD_NAME") or env.get("HOSTNAME", "null"),
+            podname=env.get(POD_NAME_ENV) or env.get("HOSTNAME", "null"),
             clustername=env.get("CLUSTER_NAME", "null"),  # Java prints a missing value as null
         )
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ..state import MeshState, Obj, host_ports
+from labs.istio_names import PolicyRuleName
+
+from ...workload import host_ports
+from ..state import MeshState, Obj
 
 # Where the jwt_authn filter (xds/jwt.py) leaves a validated token's payload.
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -273,8 +276,8 @@ def build_rbac_filters(state: MeshState, pod: Obj) -> list[Obj]:
         for index, rule in enumerate((policy.get("spec") or {}).get("rules") or []):
             if action == ALLOW and _rule_problems(rule or {}, ""):
                 continue  # fail closed, like istiod: reported by authz_unsupported_fields
-            name = f"ns[{meta.get('namespace', '')}]-policy[{meta['name']}]-rule[{index}]"
-            by_action[action][name] = rule_policy(pod, rule or {})
+            name = PolicyRuleName(meta.get("namespace", ""), meta["name"], index)
+            by_action[action][str(name)] = rule_policy(pod, rule or {})
     filters = []
     if by_action[DENY]:
         filters.append(_rbac(DENY, by_action[DENY]))

@@ -9,7 +9,15 @@ narrow cases; `outbound_warnings` reports the shadowed ones).
 from __future__ import annotations
 
 from ..state import MeshState, Obj
-from .hosts import MeshHost, creation_order, expand_host, host_matches, specificity, visible_to
+from .hosts import (
+    MeshHost,
+    creation_order,
+    expand_host,
+    host_matches,
+    is_wildcard,
+    specificity,
+    visible_to,
+)
 from .values import duration
 
 POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer", "tls")
@@ -21,12 +29,31 @@ def rule_host(rule: Obj) -> str:
                        rule["metadata"].get("namespace", ""))
 
 
+RulesByHost = tuple[dict[str, list[Obj]], list[tuple[str, Obj]]]
+
+
+def rules_by_host(state: MeshState) -> RulesByHost:
+    """The snapshot's DestinationRules by expanded host (exact hosts), and the wildcard ones
+    with their pattern: built once per pass, so finding a host's rules costs no scan of all."""
+    exact: dict[str, list[Obj]] = {}
+    wildcards: list[tuple[str, Obj]] = []
+    for rule in state.destination_rules:
+        pattern = rule_host(rule)
+        if is_wildcard(pattern):
+            wildcards.append((pattern, rule))
+        else:
+            exact.setdefault(pattern, []).append(rule)
+    return exact, wildcards
+
+
 def destination_rule_for(state: MeshState, host: MeshHost, proxy_pod: Obj) -> Obj | None:
     proxy_meta = proxy_pod["metadata"]
     proxy_ns = proxy_meta.get("namespace", "")
     labels = proxy_meta.get("labels") or {}
-    candidates = [r for r in state.destination_rules
-                  if host_matches(rule_host(r), host.hostname) and _selects(r, labels)]
+    exact, wildcards = state.derived(rules_by_host)
+    matching = [*exact.get(host.hostname, []),
+                *(r for pattern, r in wildcards if host_matches(pattern, host.hostname))]
+    candidates = [r for r in matching if _selects(r, labels)]
     order = [proxy_ns, host.namespace, state.root_namespace]
     for step, namespace in enumerate(order):
         found = [r for r in candidates if r["metadata"].get("namespace", "") == namespace

@@ -12,6 +12,8 @@ deny-all filter, as istiod gives it; the policy's status says why and how to fix
 
 from __future__ import annotations
 
+from labs.istio_names import BAD_CUSTOM_POLICY, PolicyRuleName
+
 from ..meshconfig import extension_providers
 from ..state import MeshState, Obj
 from .authorization import CUSTOM, RBAC_FILTER, action_of, rbac_filter, rule_policy, selected
@@ -21,11 +23,9 @@ from .values import ConfigError, duration
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 SHADOW_STAT_PREFIX = "istio_ext_authz_"
-POLICY_PREFIX = "istio-ext-authz-"
 # What the ext_authz filter looks for in the shadow policy id (istiod's extAuthzMatchPrefix).
 MATCH_PREFIX = "istio-ext-authz"
 SHADOW_POLICY_KEY = SHADOW_STAT_PREFIX + "shadow_effective_policy_id"
-BAD_CUSTOM_POLICY = "default-deny-all-due-to-bad-CUSTOM-action"
 DEFAULT_TIMEOUT = "600s"  # istiod's default: the DestinationRule is meant to bound it
 KINDS = ("envoyExtAuthzHttp", "envoyExtAuthzGrpc")
 EDIT_HINT = "`kubectl edit configmap istio -n istio-system`"
@@ -181,9 +181,8 @@ def build_ext_authz(state: MeshState, pod: Obj) -> tuple[list[Obj], list[Obj]]:
     for policy in policies:
         meta = policy["metadata"]
         for index, rule in enumerate((policy.get("spec") or {}).get("rules") or []):
-            name = f"{POLICY_PREFIX}ns[{meta.get('namespace', '')}]-policy[{meta['name']}]" \
-                   f"-rule[{index}]"
-            shadow[name] = rule_policy(pod, rule or {})
+            name = PolicyRuleName(meta.get("namespace", ""), meta["name"], index, custom=True)
+            shadow[str(name)] = rule_policy(pod, rule or {})
     marker = rbac_filter({"shadow_rules": {"action": "DENY", "policies": shadow},
                           "shadow_rules_stat_prefix": SHADOW_STAT_PREFIX})
     return [marker, {"name": EXT_AUTHZ_FILTER, "typed_config": config}], upstream.clusters

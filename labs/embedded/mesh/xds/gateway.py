@@ -21,13 +21,16 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Collection
 from pathlib import Path
 
-from ..state import EnvoyResources, MeshState, Obj, ProxyFiles, fqdn, host_ports
+from ...workload import host_ports
+from ..state import EnvoyResources, MeshState, Obj, ProxyFiles, fqdn
 from .clusters import build_outbound
+from .diagnostics import ObjectWarning
 from .hosts import MeshHost, expand_host, host_matches, sidecar_hosts, specificity, visible_to
 from .listeners import (
     HEALTH_PORT,
@@ -37,8 +40,9 @@ from .listeners import (
     router,
     socket_address,
 )
-from .observability import sidecar_access_logs, telemetry_clusters, tracing
+from .observability import sidecar_access_logs, telemetry_clusters, tracing_config
 from .routes import hash_lookup
+from .telemetry_api import OUTBOUND, Side, telemetry_settings
 from .tls import file_config_source, pem_source
 from .values import ConfigError
 from .virtualservice import RouteContext, bound_gateways, vs_hosts, vs_routes
@@ -224,7 +228,7 @@ def _shared_host(server_host: str, vs_host: str) -> str | None:
 
 
 def _virtual_hosts(state: MeshState, pod: Obj, number: int, servers: list[tuple[Obj, Obj]],
-                   hosts: dict[str, MeshHost], warnings: list[str]) -> list[Obj]:
+                   hosts: dict[str, MeshHost], warnings: list[ObjectWarning]) -> list[Obj]:
     """Virtual hosts of the route configuration `http.<number>`: domain → routes of the bound
     VirtualServices (oldest first, as Istio merges them)."""
     meta = pod["metadata"]
@@ -249,7 +253,7 @@ def _virtual_hosts(state: MeshState, pod: Obj, number: int, servers: list[tuple[
             try:
                 routes = gateway_semantics(vs, vs_routes(ctx))
             except ConfigError as err:
-                warnings.append(f"VirtualService {vs_ns}/{vs['metadata']['name']}: {err}")
+                warnings.append((vs, f"{err}; the VirtualService is not applied"))
                 continue
             for domain in dict.fromkeys(domains):
                 routes_by_domain.setdefault(domain, []).extend(copy.deepcopy(routes))
@@ -258,7 +262,7 @@ def _virtual_hosts(state: MeshState, pod: Obj, number: int, servers: list[tuple[
              "include_request_attempt_count": True} for domain in ordered]
 
 
-def _hcm(pod: Obj, files: ProxyFiles, route_config: Obj, number: int, traced: bool) -> Obj:
+def _hcm(pod: Obj, files: ProxyFiles, route_config: Obj, number: int, side: Side) -> Obj:
     """Istio's gateway HCM: routes by Host with any port stripped, the client's address as the
     downstream address (the edge of the mesh), a fresh x-request-id. The routes are inline:
     a file-based RDS subscription holds one route configuration, a gateway needs several."""
@@ -267,12 +271,12 @@ def _hcm(pod: Obj, files: ProxyFiles, route_config: Obj, number: int, traced: bo
         [fault(), router()],
         strip_any_host_port=True, use_remote_address=True,
         generate_request_id=True, normalize_path=True,
-        access_log=sidecar_access_logs(files, pod, "outbound"),
-        **({"tracing": tracing()} if traced else {}))
+        access_log=sidecar_access_logs(files, pod, OUTBOUND, side),
+        **tracing_config(side, collector=True))
 
 
 def _tls_chain(pod: Obj, files: ProxyFiles, server: Obj, credential: str, route_config: Obj,
-               number: int, traced: bool) -> Obj:
+               number: int, side: Side) -> Obj:
     """One TLS SIMPLE server: its certificate, chosen by SNI when it names hosts."""
     names = [h for _, h in _server_hosts(server, "") if h != "*"]
     context = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": {
@@ -280,7 +284,7 @@ def _tls_chain(pod: Obj, files: ProxyFiles, server: Obj, credential: str, route_
         "tls_certificate_sds_secret_configs": [{
             "name": f"kubernetes://{credential}",
             "sds_config": file_config_source(credential_sds(files, credential))}]}}
-    chain: Obj = {"filters": [_hcm(pod, files, route_config, number, traced)],
+    chain: Obj = {"filters": [_hcm(pod, files, route_config, number, side)],
                   "transport_socket": {"name": "envoy.transport_sockets.tls",
                                        "typed_config": context}}
     chain["filter_chain_match"] = {"transport_protocol": "tls",
@@ -328,15 +332,20 @@ def build_gateway(state: MeshState, pod: Obj, files: ProxyFiles, telemetry_port:
     clusters = [*clusters, *telemetry_clusters(telemetry_port)]
     hosts = {h.hostname: h for h in sidecar_hosts(state, namespace, [])}
     public = host_ports(pod)
-    traced = telemetry_port > 0
+    # A gateway's listeners are CLIENT side for the Telemetry API (istiod's workloadMode);
+    # without a collector (`telemetry_port` 0) nothing is traced.
+    side = telemetry_settings(state, pod).side(OUTBOUND)
+    if telemetry_port <= 0:
+        side = dataclasses.replace(side, sampling=None)
     out = EnvoyResources(clusters=clusters)
     for number, on_port in sorted(_servers(state, pod).items()):
         container, node_ports = service_ports(state, pod, number)
         host_port = public.get(str(container))
         if host_port is None:
-            out.warnings.append(f"Gateway server port {number}: the gateway pod "
-                                f"{namespace}/{pod['metadata']['name']} has no container "
-                                f"port {container}")
+            problem = (f"server port {number} is not served: the gateway pod {namespace}/"
+                       f"{pod['metadata']['name']} has no container port {container}")
+            out.warnings += [(gateway, problem)
+                             for gateway in {id(g): g for g, _ in on_port}.values()]
             continue
         plain = [pair for pair in on_port if not pair[1].get("tls")]
         chains: list[Obj] = []
@@ -344,19 +353,21 @@ def build_gateway(state: MeshState, pod: Obj, files: ProxyFiles, telemetry_port:
             route_config = {"name": f"http.{number}", "validate_clusters": False,
                             "virtual_hosts": _virtual_hosts(state, pod, number, plain, hosts,
                                                             out.warnings)}
-            chains.append({"filters": [_hcm(pod, files, route_config, number, traced)]})
+            chains.append({"filters": [_hcm(pod, files, route_config, number, side)]})
         for index, (gateway, server) in enumerate(p for p in on_port if p[1].get("tls")):
             credential = str(_simple_tls(server))
             if credential not in credentials:
-                out.warnings.append(f"Gateway {gateway_ref(gateway)}: credentialName "
-                                    f"{credential} has no usable Secret in {namespace}")
+                out.warnings.append((gateway, f"credentialName {credential} has no usable Secret "
+                                              f"in {namespace} (kubernetes.io/tls, with tls.crt "
+                                              f"and tls.key), so the TLS server on port {number} "
+                                              "is not served"))
                 continue
             route_config = {"name": f"https.{number}.{index}", "validate_clusters": False,
                             "virtual_hosts": _virtual_hosts(state, pod, number,
                                                             [(gateway, server)], hosts,
                                                             out.warnings)}
             chains.append(_tls_chain(pod, files, server, credential, route_config, number,
-                                     traced))
+                                     side))
         tls = len(chains) > len(plain[:1])
         if tls and plain:  # plaintext and TLS servers on one port: told apart by the handshake
             chains[0]["filter_chain_match"] = {"transport_protocol": "raw_buffer"}

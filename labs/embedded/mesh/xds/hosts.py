@@ -71,9 +71,15 @@ def cluster_name(port: int, subset: str | None, hostname: str) -> str:
 def expand_host(host: str, namespace: str) -> str:
     """Istio's ResolveShortnameToFQDN: only a single-label name gets the namespace appended."""
     host = host.lower().rstrip(".")
-    if host == "*" or "." in host or _is_ip(host):
+    # without a dot only an IPv6 address can parse, and parsing every name is slow
+    if host == "*" or "." in host or (":" in host and _is_ip(host)):
         return host
     return f"{host}.{namespace}.svc.{TRUST_DOMAIN}"
+
+
+def is_wildcard(pattern: str) -> bool:
+    """`*` or `*.suffix`: a rule host that can cover other names than itself."""
+    return pattern == "*" or pattern.startswith("*.")
 
 
 def host_matches(pattern: str, hostname: str) -> bool:

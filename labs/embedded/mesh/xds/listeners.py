@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import copy
 
-from ..state import MeshState, Obj, ProxyFiles, app_ports, host_ports, proxy_ports
-from .observability import sidecar_access_logs, tracing
+from ...workload import app_ports, host_ports, proxy_ports
+from ..state import MeshState, Obj, ProxyFiles
+from .observability import sidecar_access_logs, tracing_config
 from .peer_authentication import PERMISSIVE, STRICT, mtls_mode
+from .telemetry_api import INBOUND, OUTBOUND, Side, telemetry_settings
 from .tls import file_config_source, istio_mutual_downstream
 
 ADDRESS = "127.0.0.1"
@@ -80,21 +82,22 @@ def build_inbound_clusters(state: MeshState, pod: Obj) -> list[Obj]:
     } for container_port, _, app_port in _inbound_ports(pod)]
 
 
-def _outbound_listener(pod: Obj, files: ProxyFiles, port: int, traced: bool) -> Obj:
+def _outbound_listener(pod: Obj, files: ProxyFiles, port: int, side: Side,
+                       collector: bool) -> Obj:
     """The HTTP proxy the app's `http_proxy` points at: absolute-form requests routed by authority
     through the `outbound` route configuration (VirtualServices, DestinationRules)."""
     hcm = http_connection_manager(
         "outbound", rds(OUTBOUND_ROUTE_CONFIG, files), [fault(), router()],
         http_protocol_options={"allow_absolute_url": True},
         generate_request_id=True, normalize_path=True,
-        access_log=sidecar_access_logs(files, pod, "outbound"),
-        **({"tracing": tracing()} if traced else {}))
+        access_log=sidecar_access_logs(files, pod, OUTBOUND, side),
+        **tracing_config(side, collector))
     return {"name": "outbound", "address": socket_address(port),
             "traffic_direction": "OUTBOUND", "filter_chains": [{"filters": [hcm]}]}
 
 
 def _inbound_hcm(pod: Obj, files: ProxyFiles, container_port: int, http_filters: list[Obj],
-                 traced: bool) -> Obj:
+                 side: Side, collector: bool) -> Obj:
     cluster = inbound_cluster_name(container_port)
     route_config = {"name": cluster, "virtual_hosts": [{
         "name": f"inbound|http|{container_port}", "domains": ["*"],
@@ -105,18 +108,19 @@ def _inbound_hcm(pod: Obj, files: ProxyFiles, container_port: int, http_filters:
         forward_client_cert_details="SANITIZE_SET",
         set_current_client_cert_details={"uri": True},
         generate_request_id=True, normalize_path=True,
-        access_log=sidecar_access_logs(files, pod, "inbound"),
-        **({"tracing": tracing()} if traced else {}))
+        access_log=sidecar_access_logs(files, pod, INBOUND, side),
+        **tracing_config(side, collector))
 
 
 def _inbound_listener(state: MeshState, pod: Obj, files: ProxyFiles, ports: tuple[int, int, int],
-                      http_filters: list[Obj], traced: bool) -> Obj:
+                      http_filters: list[Obj], side: Side, collector: bool) -> Obj:
     """The listener on a public port: TLS required (STRICT), detected (PERMISSIVE) or absent."""
     container_port, public_port, _ = ports
     mode = mtls_mode(state, pod, container_port)
 
     def chain(name: str, **extra: Obj) -> Obj:
-        hcm = _inbound_hcm(pod, files, container_port, copy.deepcopy(http_filters), traced)
+        hcm = _inbound_hcm(pod, files, container_port, copy.deepcopy(http_filters), side,
+                           collector)
         return {"name": name, "filters": [hcm], **extra}
 
     listener: Obj = {"name": inbound_cluster_name(container_port),
@@ -150,14 +154,18 @@ def _health_listener(port: int) -> Obj:
 def build_sidecar_listeners(state: MeshState, pod: Obj, files: ProxyFiles, telemetry_port: int,
                             inbound_http_filters: list[Obj] | None = None) -> list[Obj]:
     """Every listener of `pod`'s sidecar. `inbound_http_filters` run before the router on each
-    inbound request (authorization, JWT); `telemetry_port` 0 turns tracing off (no collector)."""
-    traced = telemetry_port > 0
+    inbound request (authorization, JWT); `telemetry_port` 0 turns tracing off (no collector).
+    Access logs and trace sampling follow the mesh config and Telemetry resources."""
+    collector = telemetry_port > 0
+    settings = telemetry_settings(state, pod)
     listeners = []
     outbound_port = proxy_ports(pod).get("outbound")
     if outbound_port:
-        listeners.append(_outbound_listener(pod, files, outbound_port, traced))
+        listeners.append(_outbound_listener(pod, files, outbound_port,
+                                            settings.side(OUTBOUND), collector))
     listeners += [_inbound_listener(state, pod, files, ports, list(inbound_http_filters or []),
-                                    traced) for ports in _inbound_ports(pod)]
+                                    settings.side(INBOUND), collector)
+                  for ports in _inbound_ports(pod)]
     health_port = host_ports(pod).get(HEALTH_PORT)
     if health_port:
         listeners.append(_health_listener(health_port))

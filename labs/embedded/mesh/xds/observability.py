@@ -1,15 +1,19 @@
 """Access logs and tracing of the sidecars: what `kubectl logs -c istio-proxy`, the metrics and the
 traces are made of.
 
-Each HTTP connection manager of a sidecar writes two access logs: Istio's default text line to
-stdout (the container log a learner reads) and one JSON object per request to `telemetry.log`
-next to the proxy's xDS directory, which the telemetry collector tails to compute Istio's
-metrics. Spans go to the daemon's Zipkin-compatible collector through the `zipkin` cluster.
+Each HTTP connection manager of a sidecar writes one JSON object per request to `telemetry.log`
+next to the proxy's xDS directory, always: the telemetry collector tails it to compute Istio's
+metrics (what Istio's stats filter does in its proxies). Istio's default text line goes to stdout
+(the container log a learner reads) when the mesh config or the Telemetry API turns access
+logging on, and spans go to the daemon's Zipkin-compatible collector through the `zipkin` cluster
+at the sampling percentage they set (xds/telemetry_api.py).
 """
 
 from __future__ import annotations
 
-from ..state import Obj, ProxyFiles, pod_spiffe_id, workload_name
+from ...workload import workload_name
+from ..state import Obj, ProxyFiles, pod_spiffe_id
+from .telemetry_api import Side
 
 FILE_LOG = "envoy.access_loggers.file"
 FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
@@ -56,11 +60,22 @@ TELEMETRY_FIELDS = {
 }
 
 
-def stdout_access_log() -> Obj:
-    """Istio's default text access log to the proxy's stdout."""
-    return {"name": FILE_LOG, "typed_config": {
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
+CEL_FILTER_TYPE = ("type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3"
+                   ".ExpressionFilter")
+
+
+def stdout_access_log(expression: str | None = None) -> Obj:
+    """Istio's default text access log to the proxy's stdout; `expression` (a Telemetry
+    `accessLogging.filter.expression`) keeps only the requests it holds for, through Envoy's CEL
+    filter as istiod configures it."""
+    log: Obj = {"name": FILE_LOG, "typed_config": {
         "@type": FILE_LOG_TYPE, "path": "/dev/stdout",
         "log_format": {"text_format_source": {"inline_string": ISTIO_TEXT_FORMAT}}}}
+    if expression:
+        log["filter"] = {"extension_filter": {"name": CEL_FILTER, "typed_config": {
+            "@type": CEL_FILTER_TYPE, "expression": expression}}}
+    return log
 
 
 def telemetry_access_log(files: ProxyFiles, pod: Obj, direction: str) -> Obj:
@@ -75,12 +90,26 @@ def telemetry_access_log(files: ProxyFiles, pod: Obj, direction: str) -> Obj:
         "log_format": {"json_format": fields}}}
 
 
-def sidecar_access_logs(files: ProxyFiles, pod: Obj, direction: str) -> list[Obj]:
-    return [stdout_access_log(), telemetry_access_log(files, pod, direction)]
+def sidecar_access_logs(files: ProxyFiles, pod: Obj, direction: str, side: Side) -> list[Obj]:
+    """The telemetry JSON log, always (the metrics need it), and the learner's text log when
+    `side` has access logging on."""
+    text = [stdout_access_log(side.log_filter)] if side.access_log else []
+    return [*text, telemetry_access_log(files, pod, direction)]
 
 
-def tracing() -> Obj:
-    """HCM tracing: every request sampled, spans sent as Zipkin v2 JSON to the `zipkin` cluster."""
+def tracing_config(side: Side, collector: bool) -> Obj:
+    """The HCM keyword arguments for tracing: none without a collector or with span reporting
+    off, else `tracing(side.sampling)`."""
+    if not collector or side.sampling is None:
+        return {}
+    return {"tracing": tracing(side.sampling)}
+
+
+def tracing(sampling: float) -> Obj:
+    """HCM tracing: `sampling` % of requests without a sampling decision traced (a request with
+    `x-b3-sampled` keeps its caller's decision), spans sent as Zipkin v2 JSON to the `zipkin`
+    cluster. Client and overall sampling stay at 100 %, as istiod's configureSampling sets them
+    (pilot/pkg/networking/core/tracing.go)."""
     return {
         "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
             "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
@@ -89,7 +118,7 @@ def tracing() -> Obj:
             "collector_endpoint_version": "HTTP_JSON",
             "shared_span_context": False,
         }},
-        "random_sampling": {"value": 100},
+        "random_sampling": {"value": sampling},
     }
 
 

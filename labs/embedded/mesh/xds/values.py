@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                 "h": 3600.0}
+from labs.duration import DurationError, go_duration_seconds
+
 # Constructs Python accepts but RE2 (Envoy's regex engine) rejects.
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
@@ -21,18 +20,10 @@ class ConfigError(ValueError):
 
 def duration(value: object, where: str) -> str:
     """A Go/protobuf duration (`10s`, `1.5s`, `100ms`, `1m30s`) as Envoy's `<seconds>s`."""
-    text = str(value).strip()
-    seconds = 0.0
-    position = 0
-    for part in _DURATION_PART.finditer(text):
-        if part.start() != position:
-            break
-        seconds += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
-        position = part.end()
-    if not text or position != len(text):
-        raise ConfigError(f"{where}: {value!r} is not a duration; write it like 10s, 500ms "
-                          f"or 1m30s")
-    return seconds_text(seconds)
+    try:
+        return seconds_text(go_duration_seconds(value, where))
+    except DurationError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def seconds_text(seconds: float) -> str:

@@ -21,6 +21,7 @@ from .hosts import (
     creation_order,
     expand_host,
     host_matches,
+    is_wildcard,
     specificity,
     visible_to,
 )
@@ -72,17 +73,20 @@ def vs_hosts(vs: Obj) -> list[str]:
 
 def select_virtual_services(virtual_services: list[Obj], hostnames: list[str],
                             proxy_namespace: str | None) -> dict[str, Obj]:
-    """hostname → the VirtualService that routes it for this proxy (None: every namespace)."""
+    """hostname → the VirtualService that routes it for this proxy (None: every namespace).
+    An exact host is looked up, not compared with every hostname: each proxy of a pass asks."""
     best: dict[str, tuple[tuple[object, ...], Obj]] = {}
+    known = set(hostnames)
     for vs in virtual_services:
         if not applies_to_sidecars(vs) or (
                 proxy_namespace is not None and not visible_to(vs, proxy_namespace)):
             continue
         for pattern in vs_hosts(vs):
             rank = (*(-x for x in specificity(pattern)), *creation_order(vs))
-            for hostname in hostnames:
-                if host_matches(pattern, hostname) and (
-                        hostname not in best or rank < best[hostname][0]):
+            matched = ([h for h in hostnames if host_matches(pattern, h)]
+                       if is_wildcard(pattern) else [pattern] if pattern in known else [])
+            for hostname in matched:
+                if hostname not in best or rank < best[hostname][0]:
                     best[hostname] = (rank, vs)
     return {hostname: entry[1] for hostname, entry in best.items()}
 

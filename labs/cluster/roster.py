@@ -1,4 +1,5 @@
-"""Who is on the instructor board and how to reach each student's cluster.
+"""Who is in a class and where each student's cluster is: one roster for the instructor board
+(`meshlab board --roster`) and live grading (`meshlab grade --roster`).
 
 A roster is YAML:
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from labs.cluster import ClusterError, ClusterRef, EmbeddedCluster, current_cluster
+from labs.cluster import ClusterAddress, ClusterError, EmbeddedCluster
 
 STUDENT_FIELDS = {"name", "cluster", "state_dir", "context", "kubeconfig"}
 CSV_HEADERS = ({"student", "cluster"}, {"student", "cluster", "state_dir"},
@@ -40,34 +41,22 @@ class RosterError(ValueError):
 
 @dataclass(frozen=True)
 class Student:
-    """One row of the board: an embedded cluster (`cluster` + `state_dir`) or a kube context
-    (`context` + `kubeconfig`)."""
+    """One row of the board: a name, and the address of the student's cluster."""
 
     name: str
-    cluster: str | None = None
-    state_dir: Path | None = None
-    context: str | None = None
-    kubeconfig: Path | None = None
+    address: ClusterAddress
 
     @property
     def target(self) -> str:
         """How the board says where this student's checks run."""
-        return f"embedded {self.cluster}" if self.cluster else f"context {self.context}"
-
-    def embedded(self) -> EmbeddedCluster | None:
-        return EmbeddedCluster(self.cluster, self.state_dir) if self.cluster else None
-
-    def ref(self) -> ClusterRef:
-        embedded = self.embedded()
-        if embedded is not None:
-            return ClusterRef(embedded.kubeconfig, embedded.name, embedded)
-        assert self.context is not None
-        return ClusterRef(self.kubeconfig or _default_kubeconfig(), self.context)
+        if self.address.context:
+            return f"context {self.address.context}"
+        return f"embedded {self.address.cluster}"
 
     def not_running(self) -> str | None:
         """Why this student's embedded cluster cannot be checked, or None (context clusters are
         probed by the check worker instead)."""
-        embedded = self.embedded()
+        embedded = self.address.embedded()
         if embedded is None or embedded.status().running:
             return None
         return (f"embedded cluster {embedded.name!r} is not running (start it with `meshlab up "
@@ -79,16 +68,13 @@ def current_student(name: str | None = None, state_dir: str | None = None) -> St
     environment selects (labs.cluster.current_cluster), named after itself."""
     if name or state_dir:
         embedded = EmbeddedCluster(name or os.environ.get("MESHLAB_CLUSTER"), state_dir)
-        return Student(embedded.name, embedded.name, embedded.paths.root)
-    ref = current_cluster(start=False)
-    if ref.embedded is not None:
-        return Student(ref.embedded.name, ref.embedded.name, ref.embedded.paths.root)
-    return Student(ref.context, context=ref.context, kubeconfig=ref.kubeconfig)
-
-
-def _default_kubeconfig() -> Path:
-    configured = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return Path(configured) if configured else Path.home() / ".kube" / "config"
+        return Student(embedded.name, ClusterAddress(embedded.name, str(embedded.paths.root)))
+    address = ClusterAddress.from_env(os.environ)
+    embedded = address.embedded()
+    if embedded is not None:
+        return Student(embedded.name, ClusterAddress(embedded.name, str(embedded.paths.root)))
+    assert address.context is not None
+    return Student(address.context, address)
 
 
 def load_roster(path: Path | str) -> list[Student]:
@@ -172,10 +158,11 @@ def _student(values: dict[str, str], path: Path, where: str) -> Student:
         raise RosterError(f"{where}: field 'kubeconfig' goes with 'context', not 'cluster'")
     if has_context and "state_dir" in values:
         raise RosterError(f"{where}: field 'state_dir' goes with 'cluster', not 'context'")
-    student = Student(name, values.get("cluster"), _path(values.get("state_dir"), path),
-                      values.get("context"), _path(values.get("kubeconfig"), path))
+    student = Student(name, ClusterAddress(
+        values.get("cluster"), _path(values.get("state_dir"), path), values.get("context"),
+        _path(values.get("kubeconfig"), path)))
     try:
-        student.embedded()  # validates the cluster name
+        student.address.embedded()  # validates the cluster name
     except ClusterError as exc:
         raise RosterError(f"{where}: field 'cluster': {exc}") from None
     return student
@@ -190,11 +177,11 @@ def _unique(students: list[Student], path: Path) -> list[Student]:
     return students
 
 
-def _path(value: str | None, roster: Path) -> Path | None:
+def _path(value: str | None, roster: Path) -> str | None:
     if not value:
         return None
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (roster.parent / path).resolve()
+    return str(path if path.is_absolute() else (roster.parent / path).resolve())
 
 
 def _mapping(node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
