@@ -1,7 +1,7 @@
 """Does a policy change reach connections a client sidecar already holds, as in Istio?
 
-Envoy runs as pilot-agent runs it (`--drain-strategy immediate`, a 45 s drain;
-labs/embedded/mesh/envoy.py, ENVOY_FLAGS): when a listener's filter chain is replaced — a new
+Envoy drains as pilot-agent starts it (`--drain-strategy immediate`), for 1 s instead of 45
+(labs/embedded/mesh/envoy.py, ENVOY_FLAGS): when a listener's filter chain is replaced — a new
 AuthorizationPolicy — the next response on each old connection tells the client to close it, so
 a kept-alive connection may answer one more request under the old policy, never more, and no
 request fails for the change.

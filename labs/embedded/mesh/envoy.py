@@ -5,7 +5,7 @@ listener on 127.0.0.1 and listeners/clusters read from files in a watched direct
 xDS), which the control plane rewrites atomically. The flags are the ones proven on loopback
 (../shared/FACTS.md): one worker thread, no hot-restart domain socket (many Envoys per host),
 unknown fields rejected instead of silently dropped, and connections on a replaced filter chain
-closed at once.
+told to close at once and closed a second later.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ DOWNSTREAM_CONNECTIONS = ("type.googleapis.com/envoy.extensions.resource_monitor
 WATCHDOG = {"miss_timeout": "5s", "megamiss_timeout": "10s"}
 # --file-flush-interval-msec: access logs (kubectl logs, the telemetry collector) reach disk
 # within 0.2 s instead of Envoy's default 10 s.
-# Drain as pilot-agent configures it: `--drain-strategy immediate` and a 45 s drain
-# (ProxyConfig drainDuration; istio/istio pkg/envoy/proxy.go and proxy_test.go). Measured with
-# this Envoy (1.40): when a filter chain is replaced (e.g. by a new AuthorizationPolicy), the
-# next response on each old connection carries `Connection: close`, so a client sidecar's idle
-# pooled connection answers one more request with the old filters, as in Istio; requests in
-# flight finish. A drain time of 0 would close old connections at once, but then a request sent
-# on one as it closes is reset (a 503 the learner cannot explain).
+# Drain: pilot-agent's `--drain-strategy immediate` (istio/istio pkg/envoy/proxy.go), with a
+# 1 s drain instead of its 45 s (ProxyConfig drainDuration). Measured with this Envoy (1.40):
+# when a filter chain is replaced (e.g. by a new AuthorizationPolicy), the next response on each
+# old connection carries `Connection: close`, so a client sidecar's idle pooled connection
+# answers one more request with the old filters, as in Istio. Istio leaves such a connection
+# open for 45 s, so each one gives a stale answer whenever it is next used; here they are closed
+# after 1 s, so a learner's checks a moment after `kubectl apply` meet the new policy. A drain
+# of 0 closes them at once, but a request sent on one as it closes is reset (a 503).
 ENVOY_FLAGS = ["--concurrency", "1", "--disable-hot-restart", "--reject-unknown-dynamic-fields",
-               "--drain-time-s", "45", "--drain-strategy", "immediate", "--log-level", "warning",
+               "--drain-time-s", "1", "--drain-strategy", "immediate", "--log-level", "warning",
                "--file-flush-interval-msec", "200"]
 
 
