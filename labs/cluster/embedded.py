@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from labs.embedded.paths import ClusterPaths
-from labs.embedded.workload import PROXY_PORTS, proxy_ports
+from labs.embedded.workload import PROXY_PORTS, TELEMETRY_LOG, proxy_ports
 from labs.istio_names import SIDECAR_CONTAINER
 
 START_TIMEOUT_S = 30.0
@@ -198,10 +198,6 @@ class EmbeddedCluster:
         """The last `tail` entries of the sidecar's JSON access log (Envoy's fields plus
         `direction` and the RBAC filters' metadata `rbac`), oldest first; None where the
         cluster's files cannot be read (a sandboxed grading kernel)."""
-        # Here, not at the top: the mesh's builders pull in the API server, and every `meshlab`
-        # command imports this module.
-        from labs.embedded.mesh.xds.observability import TELEMETRY_LOG
-
         path = self.paths.pod_dir(pod) / SIDECAR_CONTAINER / TELEMETRY_LOG
         try:
             lines = path.read_text().splitlines()[-tail:]

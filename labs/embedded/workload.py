@@ -51,6 +51,9 @@ PROMETHEUS_PORT = 15090  # Envoy's /stats/prometheus
 POD_PORTS = (AGENT_PORT, STATUS_PORT, PROMETHEUS_PORT)
 
 # Every container's environment names its pod (the twins' access logs, the sidecar's node id).
+# The sidecar's JSON line per request (xds/observability.py writes it in the sidecar's container
+# directory); the telemetry server counts Istio's metrics from it, `labs.cluster` reads it back.
+TELEMETRY_LOG = "telemetry.log"
 POD_NAME_ENV = "MESHLAB_POD_NAME"
 POD_NAMESPACE_ENV = "MESHLAB_POD_NAMESPACE"
 # The sidecar's own environment.

@@ -32,12 +32,11 @@ from aiohttp import web
 from labs.istio_names import SIDECAR_CONTAINER
 
 from ..paths import pods_dir
-from ..workload import host_ports, workload_name
+from ..workload import TELEMETRY_LOG, host_ports, workload_name
 from .state import MeshState, pod_spiffe_id
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-TELEMETRY_LOG = "telemetry.log"  # the file name xds/observability.py writes
 POLL_INTERVAL = 0.2
 # With no new line, the poll backs off to this: an idle cluster should cost no CPU, and a scrape
 # of /metrics reads the logs first anyway, so Prometheus never sees counts older than its scrape.

@@ -11,14 +11,13 @@ at the sampling percentage they set (xds/telemetry_api.py).
 
 from __future__ import annotations
 
-from ...workload import workload_name
+from ...workload import TELEMETRY_LOG, workload_name
 from ..state import Obj, ProxyFiles, pod_spiffe_id
 from .telemetry_api import Side
 
 FILE_LOG = "envoy.access_loggers.file"
 FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 ZIPKIN_CLUSTER = "zipkin"
-TELEMETRY_LOG = "telemetry.log"
 
 # Istio's default text access log format (pilot/pkg/model/telemetry_logging.go, 1.9 onwards).
 ISTIO_TEXT_FORMAT = (
