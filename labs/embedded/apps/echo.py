@@ -67,11 +67,9 @@ class EchoHandler(BaseHTTPRequestHandler):
 
 
 def serve(ports: list[int]) -> None:
-    """Serve on 127.0.0.1 on every port until SIGTERM/SIGINT, then shut down cleanly."""
-    servers = [ThreadingHTTPServer(("127.0.0.1", port), EchoHandler) for port in ports]
-    for server in servers:
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    """Serve on 127.0.0.1 on every port until SIGTERM/SIGINT, then shut down cleanly. The
+    handlers come first: the runtime may stop a container the moment its port answers, and a
+    SIGTERM before them would kill it with the default action (exit 143, not a clean stop)."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -79,6 +77,10 @@ def serve(ports: list[int]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    servers = [ThreadingHTTPServer(("127.0.0.1", port), EchoHandler) for port in ports]
+    for server in servers:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"echo server listening on {', '.join(f'127.0.0.1:{p}' for p in ports) or 'no port'}",
           flush=True)
     stop.wait()
