@@ -437,7 +437,8 @@ def test_manifests_parse_and_every_image_is_in_the_catalog() -> None:
     # not a catalog app.
     images = [(n, i) for n, i in manifest_images() if n != "prometheus.yaml"]
     # 6 bookinfo + httpbin + curl + fortio + ext-authz + the ingress gateway's proxyv2 (SIDECAR)
-    assert len(images) == 11
+    # + Istio's Jaeger, Grafana and Kiali addons
+    assert len(images) == 14
     for name, image in images:
         assert app_for(image) is not None, f"{name}: {image}"
     assert {repository(image) for _, image in images} <= set(APPS)

@@ -21,6 +21,9 @@ class App:
     argv: Callable[[list[int]], list[str]]  # ports (one per declared containerPort) -> command
     commands: Mapping[str, list[str]] = field(default_factory=dict)  # for `kubectl exec`
     known: bool = True  # written for this image (Normal event) or a stand-in (Warning event)
+    # its processes may reach services by name through `http_proxy` (in a pod without a
+    # sidecar: the node forwarder, which the runtime starts before such a container)
+    dials_services: bool = True
 
 
 def _sidecar_argv(ports: list[int]) -> list[str]:
@@ -64,6 +67,15 @@ APPS: dict[str, App] = {
         "fortio twin (echo server; `fortio load`/`fortio curl` for kubectl exec)",
         launcher("labs.embedded.apps.fortio", "server"),
         {"fortio": _FORTIO, "/usr/bin/fortio": _FORTIO}),
+    "jaegertracing/jaeger": App(
+        "Jaeger twin (query API and a server-rendered UI over the cluster's span collector)",
+        launcher("labs.embedded.apps.jaeger"), dials_services=False),  # only the collector
+    "grafana/grafana": App(
+        "Grafana twin (Istio's dashboards drawn from the cluster's Prometheus; HTTP API subset)",
+        launcher("labs.embedded.apps.grafana")),
+    "kiali/kiali": App(
+        "Kiali twin (traffic graph API and page from Istio's metrics in Prometheus)",
+        launcher("labs.embedded.apps.kiali")),
 }
 
 
