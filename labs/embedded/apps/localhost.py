@@ -4,7 +4,9 @@ Every pod shares the host's 127.0.0.1, so a pod's own ports (its containers' por
 15000/15020/15021/15090) sit at host ports the runtime allocated. The runtime gives each container
 the pod's map {port: host port} in `MESHLAB_POD_LOCALHOST` (and curl the same map as `connect-to`
 lines, see labs/embedded/runtime/network.py, which also says why this is a port map and not a
-network namespace); programs that take a URL dial `localhost:PORT` through `dial_port`.
+network namespace); programs that take a URL dial `localhost:PORT` through `dial_port`. Under
+`kubectl exec` the pod-loopback shim (labs/embedded/runtime/pod_loopback.py) maps connections
+for every other program too, and lets the host ports `dial_port` returns through unchanged.
 Stdlib only: the programs that import it start in tens of milliseconds.
 """
 
@@ -14,6 +16,9 @@ import json
 from collections.abc import Mapping
 
 LOCALHOST_ENV = "MESHLAB_POD_LOCALHOST"
+# JSON array of the loopback ports a pod's programs dial as they are (its HTTP proxy), read by
+# the pod-loopback shim (labs/embedded/runtime/pod_loopback.c), which refuses the others
+DIRECT_ENV = "MESHLAB_POD_LOCALHOST_DIRECT"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 

@@ -4,8 +4,9 @@ Each binary frame starts with a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 err
 4 terminal resize; v5 adds 255 "close" (the client has no more stdin). From v4 on, channel 3
 carries a `Status`: Success, or Failure with reason NonZeroExitCode and an ExitCode cause; a
 command that cannot start is an InternalError worded as containerd words it. The command runs
-on the host, in the container's working directory and environment, in its own session so that
-everything it starts is killed when the client disconnects.
+on the host, in the container's working directory and environment (plus the pod-loopback shim,
+pod_loopback.py, so that its `localhost` is the pod's), in its own session so that everything it
+starts is killed when the client disconnects.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from ..apiserver.errors import ApiError
 from ..subprocesses import child_setup, kill_group
+from . import pod_loopback
 from .exec_user import exec_uid, open_workdir
 from .process import exit_code
 
@@ -119,7 +121,9 @@ class ExecSession:
                 os.close(self._master)
 
     async def _spawn(self) -> None:
-        common: dict[str, Any] = {"env": self.env, "cwd": self.cwd, "start_new_session": True}
+        shim = await asyncio.to_thread(pod_loopback.shim)  # compiled on the first exec only
+        common: dict[str, Any] = {"env": shim.exec_env(self.env), "cwd": self.cwd,
+                                  "start_new_session": True}
         open_workdir(self.cwd)
         if self.tty:
             master, slave = os.openpty()
