@@ -143,7 +143,7 @@ def listener_table(dump: Obj) -> ConfigTable:
 def route_table(dump: Obj) -> ConfigTable:
     """`istioctl proxy-config routes` rows, plus the DESTINATION each route sends to (cluster,
     or weighted clusters) — a column istioctl leaves out."""
-    return configdump.route_table(dump).select(_ROUTE_COLUMNS)
+    return configdump.route_table(configdump.route_configs(dump)).select(_ROUTE_COLUMNS)
 
 
 def cluster_table(dump: Obj) -> ConfigTable:

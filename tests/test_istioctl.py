@@ -131,6 +131,16 @@ def test_proxy_config_tables_and_json(mesh: MeshNamespace) -> None:
     routes = istioctl(mesh, "pc", "routes", f"{pod}.{mesh.name}", "--name", "outbound")
     reviews = [line for line in routes.stdout.splitlines() if f"{fqdn}:9080" in line]
     assert len(reviews) == 1 and f"reviews, reviews.{mesh.name} + 1 more..." in reviews[0]
+    # Istio's docs name a sidecar's route configuration by port: the embedded one has a single
+    # `outbound`, so `--name 9080` shows its port-9080 virtual hosts and says so
+    by_port = istioctl(mesh, "pc", "routes", f"{pod}.{mesh.name}", "--name", "9080")
+    assert "one route configuration, 'outbound', where Istio has one per port" in by_port.stderr
+    vhosts = {line.split()[1] for line in by_port.stdout.splitlines()[1:]}
+    assert f"{fqdn}:9080" in vhosts and all(v.endswith(":9080") for v in vhosts), by_port.stdout
+    as_json = json.loads(istioctl(mesh, "pc", "routes", f"{pod}.{mesh.name}", "--name", "9080",
+                                  "-o", "json").stdout)
+    assert [c["name"] for c in as_json] == ["outbound"]
+    assert {v["name"] for v in as_json[0]["virtualHosts"]} == vhosts
 
     secret = istioctl(mesh, "pc", "secret", f"{pod}.{mesh.name}")
     assert [line.split()[0] for line in secret.stdout.splitlines()[1:]] == ["default", "ROOTCA"]

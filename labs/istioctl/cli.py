@@ -239,10 +239,15 @@ def cmd_proxy_config(args: argparse.Namespace, ref: ClusterRef, namespace: str) 
         else:
             _print_dump(configdump.section(dump, "BootstrapConfigDump"), args.output)
         return 0
+    routes: list[dict[str, object]] = []
+    if kind == "route":
+        routes, note = configdump.named_route_configs(dump, args.name)
+        if note:
+            print(note, file=sys.stderr)
     tables = {
         "cluster": lambda: configdump.cluster_table(dump, _cluster_filter(args)),
         "listener": lambda: configdump.listener_table(dump, _listener_filter(args)),
-        "route": lambda: configdump.route_table(dump, args.name),
+        "route": lambda: configdump.route_table(routes),
         "secret": lambda: configdump.secret_table(dump),
     }
     table = tables[kind]()
@@ -253,8 +258,7 @@ def cmd_proxy_config(args: argparse.Namespace, ref: ClusterRef, namespace: str) 
                                if _cluster_filter(args).verify(str(c.get("name", "")))],
            "listener": lambda: [item for item in configdump.listeners(dump)
                                 if _listener_filter(args).verify(item)],
-           "route": lambda: [r for r in configdump.route_configs(dump)
-                             if not args.name or r.get("name") == args.name],
+           "route": lambda: routes,
            "secret": lambda: configdump.section(dump, "SecretsConfigDump")}[kind]
     _print_dump(raw(), args.output)
     return 0
@@ -284,7 +288,8 @@ def _full_summary(args: argparse.Namespace, ref: ClusterRef, dump: dict[str, obj
                                                   with_names=True).text()),
         ("LISTENER INFO", configdump.listener_table(dump, _listener_filter(args),
                                                     with_names=True).text()),
-        ("ROUTE INFO", configdump.route_table(dump, args.name, with_names=True).text()),
+        ("ROUTE INFO", configdump.route_table(configdump.named_route_configs(dump, args.name)[0],
+                                              with_names=True).text()),
         ("SECRET INFO", configdump.secret_table(dump, with_names=True).text()),
         ("ENDPOINTS INFO", configdump.endpoint_table(body, configdump.EndpointFilter(
             args.address, args.port, args.cluster, args.status)).text()),

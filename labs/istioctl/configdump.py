@@ -312,16 +312,37 @@ def route_configs(dump: Obj) -> list[Obj]:
     return items
 
 
-def route_table(dump: Obj, name: str = "", *, with_names: bool = False) -> ConfigTable:
+# The embedded sidecar's one outbound route configuration (labs/embedded/mesh/xds/routes.py):
+# apps reach it through an HTTP proxy, so one listener sees every port, where Istio's sidecar
+# has a listener and a route configuration per port (`9080`, ...).
+EMBEDDED_OUTBOUND_ROUTES = "outbound"
+
+
+def named_route_configs(dump: Obj, name: str = "") -> tuple[list[Obj], str]:
+    """The route configurations `--name` selects, and a note when the embedded sidecar has none
+    by that name but Istio's would: for a port name (`9080`) on a sidecar with the one
+    `outbound` configuration, its virtual hosts for that port, said so."""
+    configs = route_configs(dump)
+    chosen = [c for c in configs if not name or str(c.get("name", "")) == name]
+    outbound = next((c for c in configs if c.get("name") == EMBEDDED_OUTBOUND_ROUTES), None)
+    if chosen or not name.isdigit() or outbound is None:
+        return chosen, ""
+    vhosts = [v for v in outbound.get("virtual_hosts", [])
+              if str(v.get("name", "")).endswith(f":{name}")]
+    note = (f"note: the embedded sidecar routes all outbound HTTP through one route "
+            f"configuration, {EMBEDDED_OUTBOUND_ROUTES!r}, where Istio has one per port "
+            f"({name!r}); showing its virtual hosts for port {name}")
+    return [{**outbound, "virtual_hosts": vhosts}], note
+
+
+def route_table(configs: list[Obj], *, with_names: bool = False) -> ConfigTable:
     """`istioctl proxy-config route` with its default `--verbose` (`PrintRouteSummary`,
     upstream `configdump/route.go`): a row per route of each virtual host, passthrough routes
     left out, an empty virtual host as `/*` `404`. Rows also carry the DESTINATION cluster(s),
     which `labs.proxy.routes` shows."""
     table = ConfigTable(["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"])
-    for config in route_configs(dump):
+    for config in configs:
         config_name = str(config.get("name", ""))
-        if name and name != config_name:
-            continue
         shown = f"route/{config_name}" if with_names else config_name
         for vhost in config.get("virtual_hosts", []):
             base = {"NAME": shown, "VHOST NAME": vhost.get("name", ""),
