@@ -18,6 +18,13 @@ from labs.board.command import BOARD_HELP, cmd_board, configure_board
 from labs.catalog import CatalogError, load_catalog
 from labs.checks.command import CHECK_HELP, cmd_check, configure_check
 from labs.cluster import ClusterError, EmbeddedCluster
+from labs.setup.command import (
+    PREFLIGHT_HELP,
+    TOOLS_HELP,
+    cmd_preflight,
+    configure_preflight,
+    configure_tools,
+)
 from labs.workspace.catchup import CatchUpError
 from labs.workspace.command import (
     PROGRESS_HELP,
@@ -153,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     configure_solve(add_command(sub, "solve", cmd_solve, SOLVE_HELP))
     configure_reset(add_command(sub, "reset", cmd_reset, RESET_HELP))
     configure_board(add_command(sub, "board", cmd_board, BOARD_HELP))
+    configure_tools(sub.add_parser("tools", help=TOOLS_HELP, description=TOOLS_HELP))
+    configure_preflight(add_command(sub, "preflight", cmd_preflight, PREFLIGHT_HELP,
+                                    one_cluster=False))
     for hook in entry_points(group=COMMANDS_GROUP):
         hook.load()(functools.partial(add_command, sub))
     return parser
