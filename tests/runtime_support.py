@@ -20,7 +20,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,16 @@ CORE_PLURALS = ("pods", "configmaps", "secrets", "services", "namespaces", "even
 class Cluster:
     """API + runtime (+ HTTPS server and kubeconfig when `http=True`) for one test; `api`
     lets a test restart the runtime on the same objects, `forwarder_port` is the runtime's
-    node forwarder port (the `http_proxy` of pods without a sidecar)."""
+    node forwarder port (the `http_proxy` of pods without a sidecar) and `start_forwarder` what
+    the runtime awaits when a pod needs it."""
 
     def __init__(self, state_dir: Path, http: bool = False, api: ObjectApi | None = None,
-                 forwarder_port: int | None = None) -> None:
+                 forwarder_port: int | None = None,
+                 start_forwarder: Callable[[], Awaitable[None]] | None = None) -> None:
         self.state_dir = state_dir
         self.http = http
         self.forwarder_port = forwarder_port
+        self.start_forwarder = start_forwarder
         self.api = api or ObjectApi(Store(None), ResourceRegistry())
         self.rt = {p: self.api.registry.lookup("", "v1", p) for p in CORE_PLURALS}
         self.kubeconfig = state_dir / "kubeconfig"
@@ -60,7 +63,8 @@ class Cluster:
         if self.api.find(self.rt["namespaces"], "", "default") is None:
             self.api.create(self.rt["namespaces"], "", {"metadata": {"name": "default"}})
         self.runtime = PodRuntime(self.api, self.state_dir, NODE,
-                                  forwarder_port=self.forwarder_port)
+                                  forwarder_port=self.forwarder_port,
+                                  start_forwarder=self.start_forwarder)
         self.task = asyncio.create_task(self.runtime.run())
         if self.http:
             # kubectl sends its token only over TLS: serve HTTPS as the daemon does

@@ -31,7 +31,7 @@ from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
 from labs.embedded.apps import catalog
-from labs.embedded.loopback import tcp_check
+from labs.embedded.loopback import port_is_free, tcp_check
 from labs.embedded.mesh import envoy, sidecar
 from labs.embedded.mesh.forwarder import NodeForwarder
 from labs.embedded.mesh.state import ProxyFiles
@@ -282,6 +282,41 @@ def test_proxy_environment_of_meshed_and_plain_pods(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_forwarder_starts_for_the_first_plain_pod_that_dials_services(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Is the node forwarder started on first need only: not for a meshed pod nor for a plain
+    pod whose program dials no service (Prometheus), but before an exec into that one and before
+    the containers of a plain pod whose program may dial services start?"""
+    quiet = catalog.App(description="quiet twin", argv=twins.GENERIC_ECHO.argv,
+                        dials_services=False)
+    monkeypatch.setattr(twins, "app_for",
+                        lambda image: quiet if image.startswith("example/quiet") else None)
+    calls: list[bool | None] = []  # per call: whether the pod "plain" had a log yet
+
+    async def scenario() -> None:
+        async def start_forwarder() -> None:
+            pod = c.pod("plain")
+            calls.append(None if pod is None
+                         else (c.runtime.ctx.pod_dir(pod) / "app.log").exists())
+
+        async with Cluster(tmp_path, http=True, forwarder_port=PortAllocator().allocate(),
+                           start_forwarder=start_forwarder) as c:
+            c.create("pods", meshed_pod("meshed"))
+            c.create("pods", plain_pod("quiet", image="example/quiet:1"))
+            await c.ready_pod("quiet")
+            await wait_until(lambda: c.container_ready("meshed", "app"), "the meshed app")
+            assert calls == []
+            code, _, err = await c.kubectl("exec", "quiet", "--", "true")
+            assert code == 0, err
+            assert len(calls) == 1 and calls[0] is None  # no pod "plain" yet
+            c.create("pods", plain_pod("plain"))
+            await c.ready_pod("plain")
+            assert calls[1:] == [False], "the forwarder was asked for after the app started"
+            assert (c.runtime.ctx.pod_dir(c.pod("plain")) / "app.log").exists()
+    run(scenario())
+    assert not twins.twin_for("prom/prometheus:v3.5.0").dials_services
+
+
 def test_no_proxy_settings_without_a_forwarder(tmp_path: Path) -> None:
     """Without a node forwarder, does a plain pod get no proxy settings and a `.curlrc` that
     does not tunnel?"""
@@ -366,4 +401,31 @@ def test_node_forwarder_runs_restarts_and_stops(tmp_path: Path) -> None:
             await forwarder.stop()
         assert second is not None and not alive(second) and forwarder.pid is None
         assert forwarder.log_path.exists()
+    run(scenario())
+
+
+def test_forwarder_holds_its_ports_until_started_on_demand(tmp_path: Path) -> None:
+    """Are the forwarder's ports taken (for other clusters and pods) before it starts, and does
+    `ensure_running` start Envoy once, serving the listener the control plane wrote before, even
+    when the first caller is cancelled mid-start (its pod deleted)?"""
+    ports = PortAllocator()
+    port, admin = ports.allocate(), ports.allocate()
+
+    async def scenario() -> None:
+        forwarder = NodeForwarder(tmp_path, port, admin)
+        try:
+            assert not port_is_free(port) and not port_is_free(admin)
+            assert not await accepts(port) and not forwarder.running
+            forwarder.files.lds.parent.mkdir(parents=True)
+            write_atomically(forwarder.files.lds, health_listener(port))
+            caller = asyncio.create_task(forwarder.ensure_running())
+            first = await wait_until(lambda: forwarder.pid, "the forwarder's Envoy spawned")
+            caller.cancel()
+            await asyncio.gather(forwarder.ensure_running(), forwarder.ensure_running())
+            assert forwarder.running and forwarder.pid == first
+            assert (await asyncio.to_thread(http_get, port, "/healthz/ready"))[0] == 200
+            await forwarder.ensure_running()
+            assert forwarder.pid == first and forwarder.restarts == 0
+        finally:
+            await forwarder.stop()
     run(scenario())

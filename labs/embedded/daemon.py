@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import yaml
 from aiohttp import web
@@ -25,15 +26,16 @@ from aiohttp import web
 from labs.embedded import controllers
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.builtin_schemas import builtin_schema
-from labs.embedded.apiserver.course_crds import course_crds
+from labs.embedded.apiserver.course_crds import course_crds, forget_parsed
+from labs.embedded.apiserver.crd_types import established_status
 from labs.embedded.apiserver.errors import ApiError
 from labs.embedded.apiserver.objects import random_token
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
+from labs.embedded.heap import pin_malloc_thresholds
 from labs.embedded.loopback import free_port, port_is_free
 from labs.embedded.mesh.config_validation import register_istio_validation
-from labs.embedded.mesh.controlplane import MeshControlPlane
 from labs.embedded.mesh.forwarder import NodeForwarder
 from labs.embedded.mesh.gateway_install import install_ingress_gateway
 from labs.embedded.mesh.injection import register_injection
@@ -43,6 +45,9 @@ from labs.embedded.mesh.telemetry import TelemetryServer
 from labs.embedded.paths import ClusterPaths, write_private
 from labs.embedded.pki import server_context, serving_files
 from labs.embedded.runtime import PodRuntime
+
+if TYPE_CHECKING:
+    from labs.embedded.mesh.controlplane import MeshControlPlane
 
 log = logging.getLogger("meshlab.daemon")
 STATE_DIR_CHECK_S = 2.0
@@ -92,10 +97,13 @@ def install_course_crds(api: ObjectApi) -> None:
         name = crd["metadata"]["name"]
         existing = api.find(rt, "", name)
         if existing is None:
+            # Established at once, the status the API would write right after: one write each
+            crd["status"] = established_status(crd)
             api.create(rt, "", crd, validate=False, packaged=True)
         elif existing.get("spec") != crd.get("spec"):
             crd["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             api.update(rt, "", name, crd, validate=False, packaged=True)
+    forget_parsed()
 
 
 def publish_api_service(api: ObjectApi, port: int) -> None:
@@ -138,7 +146,9 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 class Mesh:
     """The mesh beside the cluster: node forwarder, telemetry server, control plane and the
     Prometheus addon's target lists. Each piece that fails to start is logged and left out, so
-    the cluster itself still comes up. Prometheus itself runs as the addon's pod."""
+    the cluster itself still comes up. Prometheus itself runs as the addon's pod. The node
+    forwarder starts only when a pod without a sidecar needs it (the runtime calls
+    `forwarder.ensure_running`), so an all-meshed cluster runs one Envoy fewer."""
 
     def __init__(self, api: ObjectApi, state_dir: os.PathLike[str]) -> None:
         self.api = api
@@ -151,11 +161,14 @@ class Mesh:
 
     async def start(self) -> None:
         """Start what can start; the control plane runs as a task in `self.tasks`."""
-        results = await asyncio.gather(self.forwarder.start(), self.telemetry.start(),
-                                       return_exceptions=True)
-        for name, result in zip(("node forwarder", "telemetry server"), results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("the %s did not start (%r); the mesh runs without it", name, result)
+        # Imported here, once the API serves: ~25 ms of the daemon's start that no API request
+        # needs (the xDS builders, the Gateway API translation, the CA).
+        from labs.embedded.mesh.controlplane import MeshControlPlane
+
+        try:
+            await self.telemetry.start()
+        except Exception as exc:
+            log.error("the telemetry server did not start (%r); the mesh runs without it", exc)
         try:
             plane = MeshControlPlane(self.api, self.state_dir, self.telemetry.port,
                                      self.forwarder)
@@ -220,7 +233,8 @@ class Daemon:
         register_istio_validation(api)
         mesh = Mesh(api, paths.dir)
         runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane",
-                             forwarder_port=mesh.forwarder.port)
+                             forwarder_port=mesh.forwarder.port,
+                             start_forwarder=mesh.forwarder.ensure_running)
         server = ApiServer(api, token, pod_io=runtime)
         server.address = f"127.0.0.1:{port}"
         runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=2)
@@ -296,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _hold_lock(paths)
+    pin_malloc_thresholds()
     daemon = Daemon(paths)
 
     async def run() -> None:

@@ -51,6 +51,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+CRDS = "apiextensions.k8s.io/customresourcedefinitions"  # their storage key
 
 # Field selectors each kind supports beyond metadata.name / metadata.namespace.
 EXTRA_FIELD_LABELS: dict[str, frozenset[str]] = {
@@ -126,7 +127,11 @@ class ObjectApi:
         self.mutating_admission: list[Callable[[ResourceType, Obj], None]] = []
         # Validating webhooks (e.g. istiod's validation.istio.io): raise ApiError to refuse.
         self.validating_admission: list[Callable[[ResourceType, Obj], None]] = []
-        for crd in store.list("apiextensions.k8s.io/customresourcedefinitions"):
+        # (group, plural, version) -> openAPIV3Schema, read from the CRD on first use: the
+        # registry does not keep the decoded schemas (~2 MB for the course's CRDs, most of
+        # which no lab writes a resource of)
+        self._crd_schemas: dict[tuple[str, str, str], Obj | None] = {}
+        for crd in store.list(CRDS):
             self._register_crd(crd)
 
     # -- reads -------------------------------------------------------------------------------
@@ -327,8 +332,17 @@ class ObjectApi:
 
     def _schema(self, rt: ResourceType) -> dict | None:
         if rt.custom:
-            return rt.schema
+            return self._custom_schema(rt)
         return builtin_schema(rt.api_version, rt.kind)
+
+    def _custom_schema(self, rt: ResourceType) -> Obj | None:
+        key = (rt.group, rt.plural, rt.version)
+        if key not in self._crd_schemas:
+            crd = self.store.get(CRDS, "", f"{rt.plural}.{rt.group}") or {}
+            version = next((v for v in (crd.get("spec") or {}).get("versions") or []
+                            if v.get("name") == rt.version), {})
+            self._crd_schemas[key] = (version.get("schema") or {}).get("openAPIV3Schema")
+        return self._crd_schemas[key]
 
     def _validate(self, rt: ResourceType, obj: Obj, field_validation: str) -> list[str]:
         """Schema check: type errors are 422; unknown fields follow `fieldValidation`."""
@@ -624,14 +638,14 @@ class ObjectApi:
             self._service_addresses.admit(obj, old, commit=not dry_run)
         if rt.key == "/secrets":
             merge_string_data(obj)
-        if rt.key == "apiextensions.k8s.io/customresourcedefinitions":
+        if rt.key == CRDS:
             crd_types.check_crd(obj)
         for validate in self.validating_admission:
             validate(rt, obj)
 
     def _after_write(self, rt: ResourceType, namespace: str, obj: Obj | None,
                      removed: Obj | None = None) -> None:
-        if rt.key == "apiextensions.k8s.io/customresourcedefinitions":
+        if rt.key == CRDS:
             if obj is not None:
                 self._register_crd(obj)
             elif removed is not None:
@@ -642,14 +656,22 @@ class ObjectApi:
             hook(rt, namespace, obj)
 
     def _register_crd(self, crd: Obj) -> None:
+        self._forget_schemas(crd)
         for rt in crd_types.resource_types(crd):
             self.registry.add(rt)
         status = crd_types.established_status(crd)
         if crd.get("status") != status:
             crd["status"] = status
-            self.store.put("apiextensions.k8s.io/customresourcedefinitions", crd)
+            self.store.put(CRDS, crd)
+
+    def _forget_schemas(self, crd: Obj) -> None:
+        spec = crd.get("spec", {})
+        group, plural = spec.get("group", ""), spec.get("names", {}).get("plural", "")
+        for key in [k for k in self._crd_schemas if k[:2] == (group, plural)]:
+            del self._crd_schemas[key]
 
     def _unregister_crd(self, crd: Obj) -> None:
+        self._forget_schemas(crd)
         spec = crd.get("spec", {})
         group, plural = spec.get("group", ""), spec.get("names", {}).get("plural", "")
         self.registry.remove_group_resource(group, plural)

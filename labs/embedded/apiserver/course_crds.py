@@ -49,3 +49,10 @@ def course_crds() -> list[dict[str, Any]]:
     YAML anchors in the files share sub-schemas; the deep copy also un-shares them.
     """
     return json.loads(_load_json())
+
+
+def forget_parsed() -> None:
+    """Drop the cached parse (~1.4 MB the daemon would keep for nothing once it has installed
+    the CRDs); a later `course_crds()` parses the files again."""
+    _load.cache_clear()
+    _load_json.cache_clear()

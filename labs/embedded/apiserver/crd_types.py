@@ -85,7 +85,6 @@ def resource_types(crd: Obj) -> list[ResourceType]:
             categories=tuple(names.get("categories") or ()),
             subresources=frozenset(k for k in ("status", "scale") if k in subresources),
             printer_columns=_columns(version),
-            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
             custom=True,
         ))
     return types

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -35,8 +34,7 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     subresources: frozenset[str] = frozenset()
     printer_columns: tuple[PrinterColumn, ...] = ()
-    schema: dict[str, Any] | None = None  # openAPIV3Schema for custom resources
-    custom: bool = False  # defined by a CustomResourceDefinition
+    custom: bool = False  # defined by a CustomResourceDefinition (ObjectApi reads its schema)
     verbs: tuple[str, ...] = ALL_VERBS
 
     @property

@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,10 +76,15 @@ def _json_response(body: Obj, status: int = 200, warnings: list[str] | None = No
                         content_type="application/json", headers=headers)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _warning_value(text: str) -> str:
-    """One RFC 7234 warning (`299 - "text"`) with the text's quotes and backslashes escaped."""
+    """One RFC 7234 warning (`299 - "text"`) with the text's quotes and backslashes escaped
+    (apimachinery's `NewWarningHeader`), and control characters (a field name a client sent)
+    as spaces: Go's net/http writes CR and LF so, and no header may carry them."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'299 - "{escaped}"'
+    return '299 - "' + _CONTROL.sub(" ", escaped) + '"'
 
 
 def _error_response(err: ApiError) -> web.Response:
@@ -189,6 +195,9 @@ class ApiServer:
             return _json_response(KUBERNETES_VERSION)
         if parts[0] == "openapi":
             return self._openapi(request, parts)
+        if parts[0] in ("api", "apis") and len(parts) == 1 and discovery.wants_aggregated(
+                request.headers.get("Accept", "")):
+            return self._aggregated_discovery(legacy=parts[0] == "api")
         if parts[0] == "api":
             if len(parts) == 1:
                 return _json_response(discovery.api_versions(self.address))
@@ -214,6 +223,16 @@ class ApiServer:
         if self.pod_io is not None:
             groups["groups"].append(metrics_api.api_group())
         return groups
+
+    def _aggregated_discovery(self, legacy: bool) -> web.Response:
+        """`/api` or `/apis` as an APIGroupDiscoveryList, metrics.k8s.io included as in
+        `_api_group_list`."""
+        extra = ([discovery.group_discovery(metrics_api.GROUP, {
+            metrics_api.VERSION: metrics_api.resource_list()})] if self.pod_io is not None else [])
+        body = discovery.aggregated_discovery(self.api.registry, legacy, extra)
+        return web.Response(text=json.dumps(body, separators=(",", ":")),
+                            headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE,
+                                     "Vary": "Accept"})
 
     async def _metrics(self, request: web.Request, rest: list[str],
                        source: metrics_api.MetricsSource) -> web.Response:

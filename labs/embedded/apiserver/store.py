@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ResourceKey = str  # "<group>/<plural>", e.g. "apps/deployments" or "/pods" for the core group
 HISTORY_LENGTH = 20_000
@@ -32,6 +32,17 @@ class Event:
     @property
     def namespace(self) -> str:
         return self.object["metadata"].get("namespace", "")
+
+
+class _Kept(NamedTuple):
+    """An event as the history keeps it: the object as JSON text (for a write, the very string
+    `_objects` holds) rather than decoded, which for thousands of events (pod statuses, Events,
+    Endpoints) kept the daemon's memory growing by MBs; a resumed watch decodes what it reads."""
+
+    type: str
+    key: ResourceKey
+    body: str
+    rv: int
 
 
 class Subscription:
@@ -59,7 +70,7 @@ class Store:
         # Each object is kept as its JSON text: parsing it is the cheapest way to hand every
         # reader its own copy (3-5x faster than copy.deepcopy), and it is what SQLite stores.
         self._objects: dict[ResourceKey, dict[tuple[str, str], str]] = {}
-        self._history: deque[Event] = deque(maxlen=HISTORY_LENGTH)
+        self._history: deque[_Kept] = deque(maxlen=HISTORY_LENGTH)
         self._subscriptions: set[Subscription] = set()
         self.rv = 0
         self._floor = 0
@@ -132,7 +143,8 @@ class Store:
         body = json.dumps(obj, separators=(",", ":"))
         self._write(key, namespace, name, body)
         self._objects.setdefault(key, {})[(namespace, name)] = body
-        self._publish(Event("MODIFIED" if existed else "ADDED", key, json.loads(body), self.rv))
+        self._publish(Event("MODIFIED" if existed else "ADDED", key, json.loads(body), self.rv),
+                      body)
         return json.loads(body)
 
     def remove(self, key: ResourceKey, namespace: str, name: str) -> dict[str, Any] | None:
@@ -142,9 +154,10 @@ class Store:
         self.rv += 1
         stored = json.loads(body)
         stored["metadata"]["resourceVersion"] = str(self.rv)
+        body = json.dumps(stored, separators=(",", ":"))
         self._write(key, namespace, name, None)
-        self._publish(Event("DELETED", key, stored, self.rv))
-        return json.loads(json.dumps(stored))
+        self._publish(Event("DELETED", key, stored, self.rv), body)
+        return json.loads(body)
 
     def drop_resource(self, key: ResourceKey) -> None:
         """Forget every object of a resource (its CRD was deleted)."""
@@ -153,8 +166,9 @@ class Store:
         self._objects.pop(key, None)
 
     # -- events ------------------------------------------------------------------------------
-    def _publish(self, event: Event) -> None:
-        self._history.append(event)
+    def _publish(self, event: Event, body: str) -> None:
+        """To the subscribers `event`, to the history `body` (the JSON of `event.object`)."""
+        self._history.append(_Kept(event.type, event.key, body, event.rv))
         for sub in list(self._subscriptions):
             if sub.key is None or sub.key == event.key:
                 sub.queue.put_nowait(event)
@@ -170,4 +184,5 @@ class Store:
         floor = self._history[0].rv - 1 if len(self._history) == HISTORY_LENGTH else self._floor
         if rv < floor:
             return None
-        return [e for e in self._history if e.rv > rv and e.key == key]
+        return [Event(e.type, e.key, json.loads(e.body), e.rv)
+                for e in self._history if e.rv > rv and e.key == key]

@@ -4,6 +4,12 @@ the next restart), behind the launcher `LAUNCHER` (labs/embedded/mesh/prometheus
 the scrape configuration over the control plane's target files, then becomes Prometheus).
 Without a binary the container fails and its `Simulated` event is a Warning saying how to
 install one. Here, below the runtime, because the runtime must not import the mesh.
+
+Prometheus dials no service through `http_proxy`: a scrape config uses the environment's proxy
+only with `proxy_from_environment: true` (prometheus/common config/http_config.go, PR #462,
+Prometheus >= 2.43, opt-in), which the launcher's configuration does not set; so the App says
+`dials_services=False` and the Prometheus pod alone does not start the node forwarder (an exec
+into it still does).
 """
 
 from __future__ import annotations
@@ -49,6 +55,6 @@ def prometheus_app() -> App:
     binary = prometheus_binary()
     if binary is None:
         return App(f"Prometheus launcher, which fails: {prometheus_missing_hint()}",
-                   twin_argv(None), known=False)
+                   twin_argv(None), known=False, dials_services=False)
     return App(f"Prometheus launcher: the real Prometheus ({binary}) scraping the mesh, on "
-               "the pod's host port", twin_argv(binary))
+               "the pod's host port", twin_argv(binary), dials_services=False)

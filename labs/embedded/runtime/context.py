@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class RuntimeContext:
     node_name: str
     ports: PortAllocator = field(default_factory=PortAllocator)
     forwarder_port: int | None = None  # the node forwarder's HTTP-proxy port, if it runs
+    # awaited before a pod without a sidecar needs the forwarder (it starts on first need)
+    start_forwarder: Callable[[], Awaitable[None]] | None = None
     backoff_base: float = field(default_factory=backoff_base)
     forks: ForkServer = field(default_factory=ForkServer)  # forks the app twins
 

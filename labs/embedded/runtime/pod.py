@@ -56,6 +56,7 @@ class PodWorker:
     # -- main loop -----------------------------------------------------------------------
     async def run(self) -> None:
         if not self.pod["metadata"].get("deletionTimestamp") and self._admit():
+            await self.forwarder_ready()
             self._start_containers()
         self.changed()
         terminal = False
@@ -101,6 +102,17 @@ class PodWorker:
                            f"Successfully assigned {meta.get('namespace')}/{meta['name']} to "
                            f"{self.ctx.node_name}", component="default-scheduler")
         return True
+
+    async def forwarder_ready(self, exec_session: bool = False) -> None:
+        """A pod without a sidecar reaches services through the node forwarder, which starts on
+        first need: before the pod's containers start if one of their programs dials services,
+        before an exec session into it (the command may: `curl`)."""
+        start = self.ctx.start_forwarder
+        if start is None or self._ports.meshed or self.ctx.forwarder_port is None:
+            return
+        if exec_session or any(twin_for(c.get("image", "")).dials_services
+                               for c in self._containers()):
+            await start()
 
     def _containers(self) -> list[Obj]:
         """The containers that run: native sidecars (restartable init containers) first."""

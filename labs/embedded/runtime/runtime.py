@@ -11,7 +11,7 @@ import asyncio
 import copy
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,14 @@ class PodRuntime:
     """Runs the pods bound to (or schedulable on) one node."""
 
     def __init__(self, api: ObjectApi, state_dir: Path, node_name: str,
-                 forwarder_port: int | None = None) -> None:
+                 forwarder_port: int | None = None,
+                 start_forwarder: Callable[[], Awaitable[None]] | None = None) -> None:
         """`forwarder_port`: the node forwarder's HTTP-proxy port, which pods without a sidecar
-        use to reach services by name (None: no proxy settings for them)."""
+        use to reach services by name (None: no proxy settings for them); `start_forwarder`
+        starts it unless it runs, awaited before such a pod needs it."""
         self.ctx = RuntimeContext(api, pods_dir(state_dir), node_name,
-                                  forwarder_port=forwarder_port)
+                                  forwarder_port=forwarder_port,
+                                  start_forwarder=start_forwarder)
         self._workers: dict[str, PodWorker] = {}  # by pod uid
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -163,6 +166,7 @@ class PodRuntime:
         if worker is None or runner is None or not runner.running or runner.env is None:
             raise ApiError(400, "BadRequest", f'unable to upgrade connection: container not '
                            f'found ("{container}")')
+        await worker.forwarder_ready(exec_session=True)
         return await exec_stream.exec_websocket(request, worker.exec_command(command),
                                                 runner.env, runner.workdir, stdin, tty,
                                                 runner.exec_pids)
