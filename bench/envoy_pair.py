@@ -2,14 +2,20 @@
 baseline the embedded mesh's per-hop latency is compared with, measured in the same run.
 
 Both Envoys run with the mesh's own flags (`labs.embedded.mesh.envoy.ENVOY_FLAGS`) and the
-features a sidecar hop may carry are switched on one at a time (`Features`), so the benchmark can
-say what each costs: the two access logs (the learner's text line to stdout and the telemetry
-JSON line), and tracing at a given sampling percentage to a Zipkin collector.
+features a sidecar hop may carry are switched on one at a time (`Features`), built by the same
+functions that build the sidecars' listeners, so the benchmark can say what each costs: the
+fault filter of the outbound listener, the two access logs (the learner's text line and the
+telemetry JSON line), and tracing at a given sampling percentage to a Zipkin collector.
+
+`timing` adds a log of Envoy's own per-request timestamps (`%COMMON_DURATION%`, Envoy's access
+log command operators, in µs) to each Envoy, which `EnvoyPair.timings` reads back: how long each
+Envoy spent on the request and on the response, and how long it waited for its upstream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import subprocess
 import tempfile
 import time
@@ -23,26 +29,38 @@ import yaml
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import ENVOY_FLAGS, TRACING_RUNTIME, envoy_binary
+from labs.embedded.mesh.xds.listeners import fault, router
 from labs.embedded.mesh.xds.observability import (
-    ISTIO_TEXT_FORMAT,
+    FILE_LOG,
+    FILE_LOG_TYPE,
     TELEMETRY_FIELDS,
     ZIPKIN_CLUSTER,
+    stdout_access_log,
+    tracing,
 )
 
 Obj = dict[str, Any]
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
             ".HttpConnectionManager")
-FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+# Envoy's stream timestamps (access log `%COMMON_DURATION(START:END:us)%`, Envoy 1.31+): the
+# request from its first byte received to its last byte sent upstream, the wait for the upstream
+# (its first response byte), and the response until its last byte is handed to the downstream
+# connection.
+TIMING_SPANS = {"request": "DS_RX_BEG:US_TX_END", "upstream": "US_TX_END:US_RX_BEG",
+                "response": "US_RX_BEG:DS_TX_END"}
+TIMING_LOG = "timing.log"
 
 
 @dataclass(frozen=True)
 class Features:
     """What each hop of the pair does besides proxying."""
 
+    fault: bool = False  # the fault filter (a sidecar's outbound listener has one)
     text_log: bool = False  # Istio's text line (to /dev/null: stdout is not read here)
     json_log: bool = False  # the telemetry JSON line, to a file
     sampling: float | None = None  # tracing with this random sampling %, None: no tracer
     zipkin_port: int = 0  # where spans go (needed when sampling is set)
+    timing: bool = False  # a log of Envoy's own stream timestamps (`EnvoyPair.timings`)
 
 
 def _cluster(name: str, port: int) -> Obj:
@@ -50,6 +68,11 @@ def _cluster(name: str, port: int) -> Obj:
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {
                     "address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def _file_log(path: Path, log_format: Obj) -> Obj:
+    return {"name": FILE_LOG, "typed_config": {
+        "@type": FILE_LOG_TYPE, "path": str(path), "log_format": log_format}}
 
 
 def _hcm(name: str, cluster: str, features: Features, log_dir: Path) -> Obj:
@@ -60,27 +83,23 @@ def _hcm(name: str, cluster: str, features: Features, log_dir: Path) -> Obj:
         "route_config": {"name": name, "virtual_hosts": [{
             "name": name, "domains": ["*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "http_filters": [*([fault()] if features.fault else []), router()],
     }
     logs = []
+    if features.timing:
+        line = " ".join(f"%COMMON_DURATION({span}:us)%" for span in TIMING_SPANS.values())
+        logs.append(_file_log(log_dir / f"{name}.{TIMING_LOG}",
+                              {"text_format_source": {"inline_string": line + "\n"}}))
     if features.text_log:
-        logs.append({"name": "envoy.access_loggers.file", "typed_config": {
-            "@type": FILE_LOG_TYPE, "path": "/dev/null",
-            "log_format": {"text_format_source": {"inline_string": ISTIO_TEXT_FORMAT}}}})
+        text = stdout_access_log()
+        text["typed_config"]["path"] = "/dev/null"
+        logs.append(text)
     if features.json_log:
-        logs.append({"name": "envoy.access_loggers.file", "typed_config": {
-            "@type": FILE_LOG_TYPE, "path": str(log_dir / f"{name}.log"),
-            "log_format": {"json_format": dict(TELEMETRY_FIELDS)}}})
+        logs.append(_file_log(log_dir / f"{name}.log", {"json_format": dict(TELEMETRY_FIELDS)}))
     if logs:
         hcm["access_log"] = logs
     if features.sampling is not None:
-        hcm["tracing"] = {
-            "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-                "collector_cluster": ZIPKIN_CLUSTER, "collector_endpoint": "/api/v2/spans",
-                "collector_endpoint_version": "HTTP_JSON", "shared_span_context": False}},
-            "random_sampling": {"value": features.sampling}}
+        hcm["tracing"] = tracing(features.sampling)
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
@@ -108,6 +127,20 @@ class EnvoyPair:
 
     client_port: int
     admin_ports: tuple[int, int]
+    pids: tuple[int, int]  # client, server
+    log_dir: Path
+
+    def timings(self) -> dict[str, dict[str, float]]:
+        """"client"/"server" -> median µs of each of `TIMING_SPANS` over the requests logged so
+        far (with `Features.timing`; the logs reach disk within Envoy's flush interval)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in ("client", "server"):
+            rows = [line.split() for line in
+                    (self.log_dir / f"{name}.{TIMING_LOG}").read_text().splitlines()]
+            rows = [row for row in rows if len(row) == len(TIMING_SPANS) and "-" not in row]
+            out[name] = {span: statistics.median(int(row[i]) for row in rows)
+                         for i, span in enumerate(TIMING_SPANS)} if rows else {}
+        return out
 
 
 @contextlib.contextmanager
@@ -132,7 +165,9 @@ def envoy_pair(backend_port: int, features: Features = Features()) -> Iterator[E
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for admin in (server_admin, client_admin):
                 _wait_ready(admin)
-            yield EnvoyPair(client_port, (client_admin, server_admin))
+            server, client = procs
+            yield EnvoyPair(client_port, (client_admin, server_admin), (client.pid, server.pid),
+                            root)
         finally:
             for proc in procs:
                 proc.terminate()

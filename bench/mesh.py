@@ -18,11 +18,14 @@ Prints, for a fresh cluster in a temporary state directory:
   of 20 alternating changes each, against the PATCH;
 - added latency per sidecar hop, in rounds interleaving every variant: p50 of requests straight
   to httpbin's app port (the baseline), through a bare pair of Envoys with the mesh's flags
-  (bench/envoy_pair.py; alone, + the two access logs, + tracing at 100 %: what each feature
-  costs per hop), and through curl's and httpbin's sidecars in plaintext with Istio's default
-  telemetry (1 % sampling, access logs), with a Telemetry resource at 100 % and with tracing and
-  access logging off, and over mTLS; each as added µs per hop and as a ratio to the bare pair
-  (target <= 1.2x; mTLS <= +20 % over plaintext), with the daemon's CPU per request;
+  (bench/envoy_pair.py; alone, then with each feature of a sidecar hop: fault filter, JSON
+  telemetry log, tracer at 1 %, text access log, all of them, tracing at 100 %: what each costs
+  per hop, with Envoy's own timestamps of the bare hop), and through curl's and httpbin's
+  sidecars in plaintext under Istio's default profile (no access log; metrics and 1 % tracing:
+  what issue 12's target applies to) and under the course's (access log on), with a Telemetry
+  resource at 100 % and with tracing and access logging off, and over mTLS under both profiles;
+  each as added µs per hop, as a ratio to the bare pair (target <= 1.2x; mTLS <= +20 % over
+  plaintext) and with the CPU the Envoys and the daemon used per request;
 - added latency of authorization: p50 over mTLS with an AuthorizationPolicy on httpbin (ALLOW by
   principal and path, plus a DENY rule), then also with a RequestAuthentication and a valid JWT
   on every request, as ratios against the mTLS p50 without policy measured just before;
@@ -30,14 +33,15 @@ Prints, for a fresh cluster in a temporary state directory:
   curl and fortio meshed (target <= 600 MB); Prometheus listed separately. PSS (shared pages
   split between processes) is printed too: RSS counts the Envoy binary once per Envoy.
 
-Run: `.venv/bin/python bench/mesh.py`
+Run: `.venv/bin/python bench/mesh.py` (`--hops`: only the per-hop latency, a few minutes)
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -56,9 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for `common`
 
 from common import BOOKINFO_GATEWAY, Api, cluster_memory, percentile
-from envoy_pair import Features, envoy_pair
+from envoy_pair import TIMING_SPANS, Features, envoy_pair
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
+from labs.istio_names import SIDECAR_CONTAINER
 from labs.tokens import Signer
 
 Obj = dict[str, object]
@@ -67,8 +72,18 @@ NAMESPACE = "bench"
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
 CHANGES = 50
 HOP_SAMPLES = 1000
-HOP_ROUNDS = 3
+HOP_ROUNDS = 5
 HOP_PATHS = ("/get", "/status/200")
+WARM_UP = 50
+BARE = "bare pair (baseline of the ratios)"
+TIMED = "bare + Envoy's timestamps logged"
+# The mesh config's telemetry, by profile: whether `accessLogFile: /dev/stdout` is set. Istio's
+# default profile has no access log (istio/istio pkg/config/mesh/mesh.go, DefaultMeshConfig):
+# metrics (here the JSON telemetry log) and tracing at 1 %; the course installs Istio with the
+# access log on, as Istio's demo profile and "Envoy Access Logs" task do
+# (labs/embedded/mesh/meshconfig.py, DEFAULT_MESH).
+DEFAULT, COURSE = "Istio default profile", "course profile"
+PROFILES = {DEFAULT: False, COURSE: True}
 FIRST_200_TIMEOUT = 60.0
 CHANGE_TIMEOUT = 5.0
 KIND_CHANGES = 20
@@ -231,7 +246,7 @@ def vs_change_to_traffic(kubectl: Kubectl, api: Api, outbound: int
 
 def p50_ms(fetch: Callable[[], tuple[int, bytes]], n: int = HOP_SAMPLES) -> tuple[float, int]:
     """p50 in ms of `n` requests after a warm-up, and how many of them were not 200."""
-    for _ in range(50):  # warm up connections (and TLS sessions)
+    for _ in range(WARM_UP):  # warm up connections (and TLS sessions)
         fetch()
     times, failed = [], 0
     for _ in range(n):
@@ -259,10 +274,23 @@ def converge(fetch: Callable[[], tuple[int, bytes]], check: Callable[[bytes], bo
         time.sleep(0.01)
 
 
-def daemon_cpu_ms(pid: int) -> float:
-    """CPU time (user + system) the daemon has used so far, in ms."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+def cpu_us(pids: list[int]) -> float:
+    """CPU time (µs) the processes `pids` have used so far, every thread of each, from the
+    scheduler's nanosecond counters (/proc/PID/task/TID/schedstat): clock ticks are too coarse
+    for a few µs per request."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[0])
+    return total / 1000
+
+
+def sidecar_envoys(daemon_pid: int, *apps: str) -> list[int]:
+    """The pids of the Envoys in the sidecars of the pods of `apps` (in NAMESPACE)."""
+    return [process.pid for process in cluster_memory(daemon_pid)
+            if process.comm == "envoy" and process.owner.endswith(f"/{SIDECAR_CONTAINER}")
+            and process.owner.startswith(tuple(f"{NAMESPACE}/{app}-" for app in apps))]
 
 
 def set_telemetry(kubectl: Kubectl, spec: dict[str, object] | None) -> None:
@@ -276,17 +304,53 @@ def set_telemetry(kubectl: Kubectl, spec: dict[str, object] | None) -> None:
     time.sleep(1.0)
 
 
-def hop_latency(kubectl: Kubectl, outbound: int, daemon_pid: int | None, zipkin_port: int,
+def set_profile(kubectl: Kubectl, profile: str, admin_ports: list[int]) -> None:
+    """Switch the mesh config to `profile` (PROFILES: with or without `accessLogFile`) and wait
+    until every sidecar whose admin port is in `admin_ports` has (or no longer has) its text
+    access log on /dev/stdout."""
+    system = ("-n", "istio-system")
+    text = kubectl(*system, "get", "configmap", "istio", "-o", "jsonpath={.data.mesh}").stdout
+    mesh = yaml.safe_load(text) or {}
+    access_log = PROFILES[profile]
+    if access_log:
+        mesh["accessLogFile"] = "/dev/stdout"
+    else:
+        mesh.pop("accessLogFile", None)
+    kubectl(*system, "patch", "configmap", "istio", "--type", "merge",
+            "-p", json.dumps({"data": {"mesh": yaml.safe_dump(mesh)}}))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 30
+    for port in admin_ports:
+        url = f"http://127.0.0.1:{port}/config_dump?resource=dynamic_listeners"
+        while True:
+            with opener.open(url, timeout=5) as response:
+                if (b'"/dev/stdout"' in response.read()) == access_log:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the sidecars never took the mesh config of the {profile}")
+            time.sleep(0.05)
+    time.sleep(1.0)  # the replaced listeners' connections drain (ENVOY_FLAGS: 1 s)
+
+
+def hop_latency(kubectl: Kubectl, outbound: int, daemon_pid: int, zipkin_port: int,
                 path: str) -> HopResults:
     """Per round (`HOP_ROUNDS`, interleaved so load changes hit every variant alike): p50 ms of
-    requests straight to httpbin's app port (the baseline), through a bare Envoy pair with the
-    mesh's flags (alone, + the two access logs, + tracing at 100 %: the per-hop cost of each
-    feature), and through curl's and httpbin's sidecars in plaintext (Istio's default telemetry:
-    1 % sampling, access logs on; then with a Telemetry resource at 100 % and with tracing and
-    access logging off) and over mTLS; plus the daemon's CPU per request through the sidecars.
+    requests straight to httpbin's app port (the baseline); through a bare Envoy pair with the
+    mesh's flags, alone and with each feature a sidecar hop carries (the fault filter, the JSON
+    telemetry log, the tracer at 1 %, the text access log, all of Istio's default profile, all
+    of the course's, tracing at 100 %), the bare pair's timing log giving Envoy's own view of
+    where a hop's time goes; and through curl's and httpbin's sidecars in plaintext under
+    Istio's default profile and the course's (PROFILES), with a Telemetry resource at 100 % and
+    with tracing and access logging off, then over mTLS under both profiles. Each with the CPU
+    the two Envoys used per request and, through the sidecars, the daemon's.
     `path` is httpbin's: /get echoes the request headers (so the app's answer grows with what the
     proxies add: B3 and x-envoy headers, XFCC), /status/200 answers with no body."""
     app_port = kubectl.annotation("httpbin", "meshlab.dev/app-ports")["8080"]
+    admin_ports = [kubectl.annotation(app, "meshlab.dev/proxy-ports")["admin"]
+                   for app in ("curl", "httpbin")]
+    envoys = sidecar_envoys(daemon_pid, "curl", "httpbin")
+    if len(envoys) != 2:
+        raise SystemExit(f"expected the Envoys of curl's and httpbin's sidecars, found {envoys}")
     direct_client = Http(app_port)
     url, headers_url = f"http://httpbin:8000{path}", "http://httpbin:8000/headers"
 
@@ -299,53 +363,77 @@ def hop_latency(kubectl: Kubectl, outbound: int, daemon_pid: int | None, zipkin_
              "spec": {"host": "httpbin", "trafficPolicy": {"tls": {"mode": tls}}}})
 
     results = HopResults(path)
-    logs = {"text_log": True, "json_log": True}
+    trace1 = {"sampling": 1.0, "zipkin_port": zipkin_port}
+    default = {"fault": True, "json_log": True, **trace1}
     bare_variants = {
-        "bare": Features(),
-        "bare+json log": Features(json_log=True),
-        "bare+json+text logs": Features(**logs),
-        "bare+logs+trace1 (as mesh)": Features(**logs, sampling=1, zipkin_port=zipkin_port),
-        "bare+logs+trace100": Features(**logs, sampling=100, zipkin_port=zipkin_port)}
+        BARE: Features(),
+        TIMED: Features(timing=True),
+        "bare + fault filter": Features(fault=True),
+        "bare + JSON telemetry log": Features(json_log=True),
+        "bare + tracer at 1 %": Features(**trace1),
+        "bare + text access log": Features(text_log=True),
+        f"bare + all of the {DEFAULT}": Features(**default),
+        f"bare + all of the {COURSE}": Features(**default, text_log=True),
+        "bare + all, tracing 100 %": Features(**{**default, "sampling": 100.0}, text_log=True)}
     envoy = [{"name": "envoy"}]
-    mesh_variants: dict[str, dict[str, object] | None] = {
-        "mesh": None,
-        "mesh trace100": {"tracing": [{"randomSamplingPercentage": 100}]},
-        "mesh no tracing, no access log": {
+    mesh_variants: dict[str, tuple[str, dict[str, object] | None]] = {
+        f"mesh, {DEFAULT}": (DEFAULT, None),
+        f"mesh, {COURSE}": (COURSE, None),
+        "mesh, course + Telemetry tracing 100 %": (COURSE, {
+            "tracing": [{"randomSamplingPercentage": 100}]}),
+        "mesh, Telemetry: no tracing, no access log": (COURSE, {
             "tracing": [{"disableSpanReporting": True}],
-            "accessLogging": [{"providers": envoy, "disabled": True}]},
+            "accessLogging": [{"providers": envoy, "disabled": True}]}),
     }
     client = Http(outbound)
+
+    def measure(name: str, fetch: Callable[[], tuple[int, bytes]], pids: list[int]) -> None:
+        cpu = cpu_us(pids)
+        daemon = cpu_us([daemon_pid])
+        results.add(name, p50_ms(fetch))
+        requests = HOP_SAMPLES + WARM_UP
+        results.cpu.setdefault(name, []).append((cpu_us(pids) - cpu) / requests / 2)
+        if pids is envoys:
+            results.daemon_cpu.setdefault(name, []).append(
+                (cpu_us([daemon_pid]) - daemon) / requests)
+
     for _ in range(HOP_ROUNDS):
         results.add("direct", p50_ms(lambda: direct_client.get(path)))
         for name, features in bare_variants.items():
             with envoy_pair(app_port, features) as pair:
-                results.add(name, p50_ms(Http(pair.client_port).getter(url)))
+                measure(name, Http(pair.client_port).getter(url), list(pair.pids))
+                if features.timing:
+                    time.sleep(0.5)  # Envoy flushes its logs every 0.2 s (ENVOY_FLAGS)
+                    results.timings.append(pair.timings())
         policy("DISABLE", "DISABLE")
         converge(lambda: client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" not in b,
                  "plaintext between the sidecars")
-        for name, spec in mesh_variants.items():
+        for name, (profile, spec) in mesh_variants.items():
+            set_profile(kubectl, profile, admin_ports)
             set_telemetry(kubectl, spec)
-            before = daemon_cpu_ms(daemon_pid) if daemon_pid else 0.0
-            results.add(name, p50_ms(lambda: client.get(url)))
-            if daemon_pid:
-                results.cpu.setdefault(name, []).append(
-                    (daemon_cpu_ms(daemon_pid) - before) * 1000 / (HOP_SAMPLES + 50))
+            measure(name, lambda: client.get(url), envoys)
         set_telemetry(kubectl, None)
         policy("STRICT", "ISTIO_MUTUAL")
         converge(lambda: client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" in b,
                  "mTLS between the sidecars")
-        results.add("mesh mTLS", p50_ms(lambda: client.get(url)))
+        for profile in (COURSE, DEFAULT):
+            set_profile(kubectl, profile, admin_ports)
+            measure(f"mesh mTLS, {profile}", lambda: client.get(url), envoys)
+    set_profile(kubectl, COURSE, admin_ports)  # as installed, for what the bench does next
     return results
 
 
 @dataclass
 class HopResults:
-    """p50s (ms) per variant and round, non-200 counts, daemon CPU µs per request."""
+    """p50s (ms) per variant and round, non-200 counts, CPU µs per request per hop of the two
+    Envoys and the daemon's per request, and the bare pair's timing logs (one per round)."""
 
     path: str
     p50: dict[str, list[float]] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    daemon_cpu: dict[str, list[float]] = field(default_factory=dict)
+    timings: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
     def add(self, name: str, measured: tuple[float, int]) -> None:
         self.p50.setdefault(name, []).append(measured[0])
@@ -358,28 +446,60 @@ class HopResults:
         """Added µs per proxy hop: half the difference to the direct request."""
         return (self.median(name) - self.median("direct")) * 500
 
+    def ratio(self, name: str) -> float:
+        return self.per_hop_us(name) / self.per_hop_us(BARE)
+
     def report(self) -> list[str]:
-        bare = self.per_hop_us("bare")
+        bare = self.per_hop_us(BARE)
+        bare_cpu = statistics.median(self.cpu[BARE])
         lines = [f"per-hop latency, GET httpbin {self.path}, p50 of {HOP_SAMPLES} requests x "
-                 f"{HOP_ROUNDS} rounds "
-                 f"(median of rounds; spread = min-max of the rounds' p50), two hops each:",
-                 f"  {'direct to httpbin (baseline)':34s} p50 {self.median('direct') * 1000:5.0f}"
+                 f"{HOP_ROUNDS} rounds (median of rounds; spread = min-max of the rounds' p50), "
+                 "two hops each; Envoy CPU = CPU of both Envoys per request / 2:",
+                 f"  {'direct to httpbin (baseline)':44s} p50 {self.median('direct') * 1000:5.0f}"
                  f" us{self._spread('direct')}"]
         for name in self.p50:
             if name == "direct":
                 continue
             hop = self.per_hop_us(name)
-            cpu = (f", daemon CPU {statistics.median(self.cpu[name]):.0f} us/request"
-                   if name in self.cpu else "")
-            lines.append(f"  {name:34s} p50 {self.median(name) * 1000:5.0f} us{self._spread(name)}"
-                         f"  +{hop:4.0f} us/hop = {hop / bare:.2f}x bare pair{cpu}")
-        lines.append(f"  targets: mesh (Istio's default telemetry) <= 1.2x bare pair: "
-                     f"{self.per_hop_us('mesh') / bare:.2f}x; mTLS <= +20 % over plaintext: "
-                     f"{self.per_hop_us('mesh mTLS') / self.per_hop_us('mesh') - 1:+.0%} per hop")
+            cpu = statistics.median(self.cpu[name])
+            daemon = (f", daemon {statistics.median(self.daemon_cpu[name]):3.0f} us/request"
+                      if name in self.daemon_cpu else "")
+            lines.append(f"  {name:44s} p50 {self.median(name) * 1000:5.0f} us{self._spread(name)}"
+                         f"  +{hop:4.0f} us/hop = {hop / bare:.2f}x bare pair (+{hop - bare:3.0f})"
+                         f"; CPU/hop: Envoy {cpu:3.0f} us (+{cpu - bare_cpu:3.0f}){daemon}")
+        lines += self._timing_lines()
+        mtls = {p: self.per_hop_us(f"mesh mTLS, {p}") / self.per_hop_us(f"mesh, {p}") - 1
+                for p in PROFILES}
+        lines.append(f"  TARGET (issue 12: Istio's default telemetry = the {DEFAULT}): mesh <= "
+                     f"1.2x bare pair: {self.ratio(f'mesh, {DEFAULT}'):.2f}x; mTLS <= +20 % over "
+                     f"plaintext: {mtls[DEFAULT]:+.0%} per hop{self._cpu_ratio(DEFAULT)}")
+        lines.append(f"  beside it, the {COURSE}: {self.ratio(f'mesh, {COURSE}'):.2f}x bare "
+                     f"pair; mTLS {mtls[COURSE]:+.0%} per hop{self._cpu_ratio(COURSE)}")
         failed = {k: v for k, v in self.failed.items() if v}
         if failed:
             lines.append(f"  non-200 responses while measuring: {failed}")
         return lines
+
+    def _cpu_ratio(self, profile: str) -> str:
+        """The Envoy CPU per hop under `profile` against the bare pair's: steadier than the
+        latency on a loaded machine, and what the added latency mostly is."""
+        mesh, bare = (statistics.median(self.cpu[name]) for name in (f"mesh, {profile}", BARE))
+        return f" (Envoy CPU per hop {mesh / bare:.2f}x the bare pair's)"
+
+    def _timing_lines(self) -> list[str]:
+        """Envoy's own view of the bare pair (`%COMMON_DURATION%`): µs inside each Envoy on the
+        way in and out; the rest of a hop is the kernel's loopback and the wakeups."""
+        if not self.timings:
+            return []
+        out = ["  inside the bare pair's Envoys (their own timestamps, median of the rounds' "
+               "medians, us):"]
+        for side in ("client", "server"):
+            spans = {span: statistics.median(t[side][span] for t in self.timings if t[side])
+                     for span in TIMING_SPANS}
+            out.append(f"    {side}: request in -> sent upstream {spans['request']:.0f}, "
+                       f"waiting for the upstream {spans['upstream']:.0f}, response in -> "
+                       f"handed downstream {spans['response']:.0f}")
+        return out
 
     def _spread(self, name: str) -> str:
         values = self.p50[name]
@@ -596,7 +716,43 @@ def memory_by_kind(daemon_pid: int) -> dict[str, tuple[int, int, int]]:
     return totals
 
 
+def hops_only() -> None:
+    """`--hops`: only the per-hop latency, with httpbin and curl alone in the mesh."""
+    with tempfile.TemporaryDirectory() as root:
+        cluster = EmbeddedCluster("bench", root)
+        try:
+            kubectl = Kubectl(cluster.up())
+            kubectl("create", "namespace", NAMESPACE)
+            kubectl("label", "namespace", NAMESPACE, "istio-injection=enabled")
+            kubectl("apply", "-f", str(MANIFESTS / "httpbin.yaml"),
+                    "-f", str(MANIFESTS / "curl.yaml"))
+            kubectl("wait", "--for=condition=Available", "deployment", "--all",
+                    "--timeout=120s")
+            hops = measure_hops(cluster, kubectl)
+        finally:
+            cluster.down()
+    for hop in hops:
+        print("\n".join(hop.report()))
+
+
+def measure_hops(cluster: EmbeddedCluster, kubectl: Kubectl) -> list[HopResults]:
+    """`hop_latency` for each of HOP_PATHS, through the curl pod's sidecar."""
+    outbound = kubectl.annotation("curl", "meshlab.dev/proxy-ports")["outbound"]
+    pid = cluster.status().pid
+    zipkin = (cluster.paths.read_endpoint() or {}).get("telemetry")
+    if pid is None or zipkin is None:
+        raise SystemExit("the embedded cluster's daemon is not running (no pid or telemetry "
+                         "endpoint): see `meshlab status`")
+    return [hop_latency(kubectl, outbound, pid, int(zipkin), path) for path in HOP_PATHS]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--hops", action="store_true",
+                        help="measure only the added latency per sidecar hop")
+    if parser.parse_args().hops:
+        hops_only()
+        return
     with tempfile.TemporaryDirectory() as root:
         cluster = EmbeddedCluster("bench", root)
         try:
@@ -609,10 +765,7 @@ def main() -> None:
                     "-f", str(MANIFESTS / "fortio.yaml"))
             kubectl("wait", "--for=condition=Available", "deployment", "--all",
                     "--timeout=120s")
-            status = cluster.status()
-            endpoint = cluster.paths.read_endpoint() or {}
-            hops = [hop_latency(kubectl, outbound, status.pid, int(endpoint["telemetry"]), path)
-                    for path in HOP_PATHS]
+            hops = measure_hops(cluster, kubectl)
             policies = policy_latency(kubectl, outbound)
             ingress_port = int(kubectl(
                 "-n", "istio-system", "get", "service", "istio-ingressgateway", "-o",

@@ -200,6 +200,41 @@ async def test_shared_identity_caller_found_by_request_id(server: TelemetryServe
     assert dest["source_version"] == "v2"
 
 
+@async_test
+async def test_labels_follow_a_new_mesh_snapshot(server: TelemetryServer,
+                                                 tmp_path: Path) -> None:
+    """The same kind of request is labelled from memory: once the pods change (reviews-v2
+    relabelled version v3), does the next identical request carry the new label, and do two
+    callers sharing an identity still get a series each?"""
+    productpage, reviews_v1, reviews_v2, ratings = PODS
+    outbound = line(productpage, "outbound", upstream_host="127.0.0.1:31003",
+                    upstream_cluster="outbound|9080||reviews.default.svc.cluster.local",
+                    upstream_peer_uri_san=REVIEWS, authority="reviews:9080")
+    append(tmp_path, productpage, outbound)
+    for caller, request_id in ((reviews_v1, "from-v1"), (reviews_v2, "from-v2")):
+        append(tmp_path, caller, line(
+            caller, "outbound", upstream_host="127.0.0.1:31004", request_id=request_id,
+            upstream_cluster="outbound|9080||ratings.default.svc.cluster.local",
+            upstream_peer_uri_san=RATINGS))
+        append(tmp_path, ratings, line(
+            ratings, "inbound", downstream_peer_uri_san=REVIEWS, connection_security="TLSv1.3",
+            request_id=request_id, authority="ratings:9080"))
+    await server.collect()
+    relabelled = json.loads(json.dumps(reviews_v2))
+    relabelled["metadata"]["labels"]["version"] = "v3"
+    server.update_state(MeshState(pods=[productpage, reviews_v1, relabelled, ratings],
+                                  services=SERVICES))
+    append(tmp_path, productpage, outbound)
+    await server.collect()
+    _, text = await get(server, "/metrics")
+    versions = {labels["destination_version"]: value for labels, value in series(
+        text, "istio_requests_total", reporter="source", source_workload="productpage-v1")}
+    assert versions == {"v2": 1, "v3": 1}
+    callers = {labels["source_version"]: value for labels, value in series(
+        text, "istio_requests_total", reporter="destination", destination_workload="ratings-v1")}
+    assert callers == {"v1": 1, "v2": 1}
+
+
 def test_a_scrape_counts_what_was_logged_however_idle_the_poll(tmp_path: Path) -> None:
     """With the background poll asleep (backed off, here for a minute), does a GET /metrics
     still count a request logged just before, and render again after the next one?"""
