@@ -263,8 +263,20 @@ class TestRollouts:
         [row] = table(kubectl("get", "deployment", "sc"))
         assert row["READY"] == "3/3"
         kubectl("scale", "deployment/sc", "--replicas=1")
-        poll(lambda: len(get_json(kubectl, "pods", "-l", "app=sc")["items"]) == 1,
-             "the pods to scale down to 1")
+        seen: list[list[str]] = []
+
+        def one_pod_left() -> bool:  # what was listed last is in the failure message
+            pods = get_json(kubectl, "pods", "-l", "app=sc")["items"]
+            seen[:] = [[p["metadata"]["name"], str(p["metadata"].get("deletionTimestamp")),
+                        p["status"].get("phase", "")] for p in pods]
+            return len(pods) == 1
+
+        try:
+            poll(one_pod_left, "the pods to scale down to 1")
+        except pytest.fail.Exception:
+            rs = get_json(kubectl, "replicasets", "-l", "app=sc")["items"]
+            pytest.fail(f"pods {seen}; replicasets "
+                        f"{[(r['metadata']['name'], r['spec'], r['status']) for r in rs]}")
         assert get_json(kubectl, "deployment", "sc")["spec"]["replicas"] == 1
 
 
