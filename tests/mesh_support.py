@@ -17,6 +17,7 @@ Every name here is imported by other test modules: keep the signatures stable.
 from __future__ import annotations
 
 import datetime
+import json
 import socket
 import ssl
 import subprocess
@@ -148,6 +149,18 @@ def route(host: str, subset: str | None = None, **rule: Any) -> Obj:
     """An http rule sending everything it matches to `host` (`subset`); `rule` adds match,
     fault, timeout, retries ..."""
     return {**rule, "route": [destination(host, subset)]}
+
+
+def ready_pod(cluster: ClusterRef, namespace: str, selector: str, what: str) -> Obj:
+    """The first pod matching `selector` whose containers are all ready (an addon's, say)."""
+    def ready() -> Obj | None:
+        got = cluster.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json")
+        for pod in json.loads(got.stdout or "{}").get("items", []):
+            statuses = pod.get("status", {}).get("containerStatuses") or []
+            if statuses and all(s["ready"] for s in statuses):
+                return dict(pod)
+        return None
+    return poll(ready, f"{what} to be Ready", timeout=60, interval=0.5)
 
 
 def wait_available(cluster: ClusterRef, namespace: str, timeout: float = 120) -> None:

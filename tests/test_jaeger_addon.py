@@ -26,6 +26,7 @@ from mesh_support import (
     destination_rule,
     http_get,
     mesh_namespace_fixture,
+    ready_pod,
     route,
     virtual_service,
     yaml_stream,
@@ -52,14 +53,7 @@ mesh = mesh_namespace_fixture("bookinfo", "curl", prefix="jgr")
 
 
 def addon_pod(cluster: ClusterRef) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        got = cluster.kubectl("-n", "istio-system", "get", "pods", "-l", SELECTOR, "-o", "json")
-        for pod in json.loads(got.stdout or "{}").get("items", []):
-            statuses = pod.get("status", {}).get("containerStatuses") or []
-            if statuses and all(s["ready"] for s in statuses):
-                return dict(pod)
-        return None
-    return poll(ready, "the jaeger addon's pod to be Ready", timeout=60, interval=0.5)
+    return ready_pod(cluster, "istio-system", SELECTOR, "the jaeger addon's pod")
 
 
 @pytest.fixture(scope="module")

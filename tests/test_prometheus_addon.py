@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import poll, wait_until
-from mesh_support import MANIFESTS, MeshNamespace, mesh_namespace_fixture
+from mesh_support import MANIFESTS, MeshNamespace, mesh_namespace_fixture, ready_pod
 from runtime_support import Cluster, run
 from test_metrics_api import mebibytes, table
 from test_port_forward import get, port_forward
@@ -42,14 +42,7 @@ mesh = mesh_namespace_fixture("bookinfo", "curl", prefix="prom")
 
 def addon_pod(cluster: ClusterRef) -> dict[str, object]:
     """The addon's pod once its container is ready."""
-    def ready() -> dict[str, object] | None:
-        got = cluster.kubectl("-n", "istio-system", "get", "pods", "-l", SELECTOR, "-o", "json")
-        for pod in json.loads(got.stdout or "{}").get("items", []):
-            statuses = pod.get("status", {}).get("containerStatuses") or []
-            if statuses and all(s["ready"] for s in statuses):
-                return dict(pod)
-        return None
-    return poll(ready, "the prometheus addon's pod to be Ready", timeout=60, interval=0.5)
+    return ready_pod(cluster, "istio-system", SELECTOR, "the prometheus addon's pod")
 
 
 def promql(base: str, query: str) -> list[dict[str, object]]:
