@@ -29,8 +29,8 @@ import yaml
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import ENVOY_FLAGS, TRACING_RUNTIME, envoy_binary
-from labs.embedded.mesh.xds.listeners import fault, router
-from labs.embedded.mesh.xds.observability import (
+from labs.embedded.mesh.istio.xds.listeners import fault, router
+from labs.embedded.mesh.istio.xds.observability import (
     FILE_LOG,
     FILE_LOG_TYPE,
     TELEMETRY_FIELDS,

@@ -81,7 +81,7 @@ TIMED = "bare + Envoy's timestamps logged"
 # default profile has no access log (istio/istio pkg/config/mesh/mesh.go, DefaultMeshConfig):
 # metrics (here the JSON telemetry log) and tracing at 1 %; the course installs Istio with the
 # access log on, as Istio's demo profile and "Envoy Access Logs" task do
-# (labs/embedded/mesh/meshconfig.py, DEFAULT_MESH).
+# (labs/embedded/mesh/istio/meshconfig.py, DEFAULT_MESH).
 DEFAULT, COURSE = "Istio default profile", "course profile"
 PROFILES = {DEFAULT: False, COURSE: True}
 FIRST_200_TIMEOUT = 60.0

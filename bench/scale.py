@@ -54,8 +54,8 @@ from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry, ResourceType
 from labs.embedded.apiserver.store import Store
 from labs.embedded.daemon import install_course_crds
-from labs.embedded.mesh.controlplane import MeshControlPlane, sidecar_xds_dir
 from labs.embedded.mesh.forwarder import NodeForwarder
+from labs.embedded.mesh.istio.controlplane import MeshControlPlane, sidecar_xds_dir
 from labs.embedded.paths import pods_dir
 from labs.embedded.workload import APP_PORTS, HOST_PORTS, PROXY_PORTS
 

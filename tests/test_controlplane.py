@@ -31,9 +31,9 @@ from labs.embedded.daemon import install_course_crds
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh import envoy, writer
 from labs.embedded.mesh.ca import TTL_ENV
-from labs.embedded.mesh.controlplane import MeshControlPlane, sidecar_xds_dir
 from labs.embedded.mesh.forwarder import NodeForwarder
-from labs.embedded.mesh.state import ProxyFiles
+from labs.embedded.mesh.istio.controlplane import MeshControlPlane, sidecar_xds_dir
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.embedded.paths import pods_dir
 from labs.embedded.workload import APP_PORTS, HOST_PORTS, PROXY_PORTS
 

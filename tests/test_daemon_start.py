@@ -12,8 +12,8 @@ from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
 from labs.embedded.daemon import install_course_crds, publish_api_service
-from labs.embedded.mesh.gateway_install import install_ingress_gateway
 from labs.embedded.mesh.install import install_addons
+from labs.embedded.mesh.istio.gateway_install import install_ingress_gateway
 
 
 def test_start_builds_no_schema(monkeypatch: pytest.MonkeyPatch) -> None:

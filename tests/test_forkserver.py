@@ -54,7 +54,7 @@ def test_only_twin_commands_go_to_the_fork_server() -> None:
     """Is a twin's `python -I -m labs.embedded.apps.X` recognised, and nothing else?"""
     assert twin_command([sys.executable, "-I", "-m", ECHO_MODULE, "--port", "1"]) == [
         ECHO_MODULE, "--port", "1"]
-    assert twin_command([sys.executable, "-I", "-m", "labs.embedded.mesh.sidecar"]) is None
+    assert twin_command([sys.executable, "-I", "-m", "labs.embedded.mesh.istio.sidecar"]) is None
     assert twin_command(["/usr/bin/prometheus", "--config.file=x"]) is None
 
 

@@ -18,12 +18,14 @@ from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
 from labs.embedded.daemon import install_course_crds
-from labs.embedded.mesh.derived import translate
-from labs.embedded.mesh.gateway_api import Translation, translate_gateway_api
-from labs.embedded.mesh.ingress import fallback_match, translate_ingresses
-from labs.embedded.mesh.kube_status import KubeStatusWriter, programmed_condition
-from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles
-from labs.embedded.mesh.xds.gateway import build_gateway
+from labs.embedded.mesh.istio.derived import translate
+from labs.embedded.mesh.istio.gateway_api import Translation, translate_gateway_api
+from labs.embedded.mesh.istio.ingress import fallback_match, translate_ingresses
+from labs.embedded.mesh.istio.kube_status import KubeStatusWriter, programmed_condition
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.gateway import build_gateway
+from labs.embedded.mesh.kube_state import Obj
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.embedded.workload import HOST_PORTS, PROXY_PORTS
 
 NS = "shop"

@@ -21,7 +21,7 @@ from labs.embedded.apiserver.resources import ResourceRegistry, ResourceType
 from labs.embedded.apiserver.store import Store
 from labs.embedded.controllers.deployment import DeploymentController
 from labs.embedded.controllers.replicaset import ReplicaSetController, pod_from_template
-from labs.embedded.mesh.injection import inject, injection_requested, register_injection
+from labs.embedded.mesh.istio.injection import inject, injection_requested, register_injection
 from labs.embedded.workload import has_sidecar
 from labs.versions import VERSIONS_FILE, VersionsError, parse, version, versions
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import Kubectl
 
-from labs.embedded.mesh.config_validation import virtual_service_errors
+from labs.embedded.mesh.istio.config_validation import virtual_service_errors
 
 
 def virtual_service(hosts: list[str], gateways: list[str] | None = None) -> str:

@@ -164,6 +164,11 @@ EMBEDDED = "labs.embedded"
 SHARED_BELOW = ("what the runtime and the mesh share lies below both: labs/embedded/workload.py "
                 "(pod annotations, the sidecar's environment, pod folders), subprocesses.py, "
                 "loopback.py, paths.py, apps/")
+MESH_PACKAGES = (f"{EMBEDDED}.mesh.istio", f"{EMBEDDED}.mesh.linkerd")
+# The shared machinery: the modules directly in labs/embedded/mesh/ (not its subpackages).
+SHARED_MESH = tuple(
+    f"{EMBEDDED}.mesh.{path.stem}" for path in (REPO / "labs/embedded/mesh").glob("*.py")
+    if path.stem != "__init__")
 FLOORS = [
     Floor("apiserver-serves-all-alike", (f"{EMBEDDED}.apiserver",),
           (f"{EMBEDDED}.controllers", f"{EMBEDDED}.runtime", f"{EMBEDDED}.mesh"), True,
@@ -173,6 +178,14 @@ FLOORS = [
           SHARED_BELOW),
     Floor("runtime-not-mesh", (f"{EMBEDDED}.runtime",), (f"{EMBEDDED}.mesh",), True,
           SHARED_BELOW),
+    Floor("shared-mesh-machinery-serves-every-mesh", SHARED_MESH, MESH_PACKAGES, True,
+          "Envoy processes, xDS writing, the CA and telemetry serve every mesh; each control "
+          "plane is a package over them, never the other way round"),
+    Floor("istio-not-linkerd", (f"{EMBEDDED}.mesh.istio",), (f"{EMBEDDED}.mesh.linkerd",), True,
+          "each mesh's control plane is its own package: what Istio does is found in mesh/istio"),
+    Floor("linkerd-not-istio", (f"{EMBEDDED}.mesh.linkerd",), (f"{EMBEDDED}.mesh.istio",), True,
+          "each mesh's control plane is its own package: what Linkerd does is found in "
+          "mesh/linkerd, over the shared machinery in mesh/"),
     Floor("learner-side-through-labs-cluster",
           ("labs.traffic", "labs.proxy", "labs.authz", "labs.checks", "labs.board"),
           (EMBEDDED,), False,

@@ -42,8 +42,8 @@ from labs.embedded.mesh.ca import (
     needs_rotation,
     parse_ttl,
 )
-from labs.embedded.mesh.state import ProxyFiles
-from labs.embedded.mesh.xds.tls import istio_mutual_downstream, istio_mutual_upstream
+from labs.embedded.mesh.proxyfiles import ProxyFiles
+from labs.embedded.mesh.tls import istio_mutual_downstream, istio_mutual_upstream
 
 Obj = dict[str, Any]
 SERVER_ID = "spiffe://cluster.local/ns/default/sa/httpbin"

@@ -28,9 +28,10 @@ from test_mesh_authorization import authorization_policy, expect
 from labs.cluster import ClusterRef
 from labs.embedded.apps.extauthz import DENY_BODY, ExtAuthzHandler
 from labs.embedded.mesh.envoy import envoy_binary
-from labs.embedded.mesh.meshconfig import DEFAULT_MESH
-from labs.embedded.mesh.state import MeshState, Obj
-from labs.embedded.mesh.xds.ext_authz import build_ext_authz, custom_warnings
+from labs.embedded.mesh.istio.meshconfig import DEFAULT_MESH
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.ext_authz import build_ext_authz, custom_warnings
+from labs.embedded.mesh.kube_state import Obj
 
 HTTPBIN = "http://httpbin:8000"
 POLICY_KINDS = "authorizationpolicies.security.istio.io"

@@ -19,9 +19,9 @@ from test_mesh_authorization import expect
 from test_xds_authorization import ISSUER, Signer, pod, request_authentication
 
 from labs import proxy
-from labs.embedded.mesh.state import MeshState
-from labs.embedded.mesh.xds.jwt import build_jwt_filter, fetchable_uri, jwks_clusters
-from labs.embedded.mesh.xds.jwt import ra_unsupported_fields as unsupported
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.jwt import build_jwt_filter, fetchable_uri, jwks_clusters
+from labs.embedded.mesh.istio.xds.jwt import ra_unsupported_fields as unsupported
 
 meshed = mesh_namespace_fixture("httpbin", "curl", prefix="jwks")
 

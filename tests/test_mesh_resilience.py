@@ -26,7 +26,7 @@ from mesh_support import (
 
 from labs import proxy
 from labs.checks.public.day1.resilience import count_attempts, fortio_codes
-from labs.embedded.mesh.xds.virtualservice import DEFAULT_RETRY_ON, retry_policy
+from labs.embedded.mesh.istio.xds.virtualservice import DEFAULT_RETRY_ON, retry_policy
 from labs.traffic import probe
 
 Obj = dict[str, Any]

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from labs.embedded.apps.prometheus import twin_argv
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.kube_state import Obj
 from labs.embedded.mesh.prometheus import (
     ADDON_NAMESPACE,
     PrometheusTargets,
@@ -22,7 +24,6 @@ from labs.embedded.mesh.prometheus import (
     proxy_targets,
     stats_filter,
 )
-from labs.embedded.mesh.state import MeshState, Obj
 from labs.embedded.workload import HOST_PORTS, PROXY_PORTS, pod_dir_name
 
 

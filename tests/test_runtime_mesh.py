@@ -32,9 +32,10 @@ from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
 from labs.embedded.apps import catalog
 from labs.embedded.loopback import port_is_free, tcp_check
-from labs.embedded.mesh import envoy, sidecar
+from labs.embedded.mesh import envoy
 from labs.embedded.mesh.forwarder import NodeForwarder
-from labs.embedded.mesh.state import ProxyFiles
+from labs.embedded.mesh.istio import sidecar
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.embedded.runtime import twins
 from labs.embedded.runtime.context import BACKOFF_ENV
 from labs.embedded.runtime.ports import PortAllocator

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from labs.embedded.loopback import free_port
-from labs.embedded.mesh.state import MeshState
+from labs.embedded.mesh.istio.state import MeshState
 from labs.embedded.mesh.telemetry import LogTailer, SpanStore, TelemetryServer
 from labs.embedded.paths import pods_dir
 from labs.embedded.workload import HOST_PORTS, pod_dir_name

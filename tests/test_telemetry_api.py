@@ -25,7 +25,7 @@ from labs.cluster import ClusterRef
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
-from labs.embedded.mesh.meshconfig import (
+from labs.embedded.mesh.istio.meshconfig import (
     DEFAULT_MESH,
     MESH_CONFIGMAP,
     access_log_enabled,
@@ -34,14 +34,15 @@ from labs.embedded.mesh.meshconfig import (
     trace_sampling,
     upgrade_earlier_default,
 )
-from labs.embedded.mesh.state import MeshState, ProxyFiles
-from labs.embedded.mesh.xds.listeners import build_sidecar_listeners
-from labs.embedded.mesh.xds.telemetry_api import (
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.listeners import build_sidecar_listeners
+from labs.embedded.mesh.istio.xds.telemetry_api import (
     INBOUND,
     OUTBOUND,
     telemetry_settings,
     telemetry_unsupported_fields,
 )
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 
 Obj = dict[str, Any]
 ENVOY = [{"name": "envoy"}]

@@ -21,13 +21,14 @@ import yaml
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import envoy_binary
-from labs.embedded.mesh.state import MeshState, Obj
-from labs.embedded.mesh.xds.authorization import (
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.authorization import (
     authz_unsupported_fields,
     build_rbac_filters,
     selected,
 )
-from labs.embedded.mesh.xds.jwt import build_jwt_filter, ra_unsupported_fields
+from labs.embedded.mesh.istio.xds.jwt import build_jwt_filter, ra_unsupported_fields
+from labs.embedded.mesh.kube_state import Obj
 from labs.tokens import Signer
 
 __all__ = ["ISSUER", "Signer"]  # other test modules import these from here

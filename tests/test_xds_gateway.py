@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from labs.embedded.mesh.sidecar import node_id
-from labs.embedded.mesh.state import EnvoyResources, MeshState, Obj, ProxyFiles, spiffe_id
-from labs.embedded.mesh.status import vs_unsupported_fields
-from labs.embedded.mesh.xds.gateway import (
+from labs.embedded.mesh.istio.sidecar import node_id
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.status import vs_unsupported_fields
+from labs.embedded.mesh.istio.xds.gateway import (
     build_gateway,
     credential_sds,
     credential_sds_text,
@@ -24,6 +24,8 @@ from labs.embedded.mesh.xds.gateway import (
     gateway_unsupported_fields,
     service_ports,
 )
+from labs.embedded.mesh.kube_state import Obj, spiffe_id
+from labs.embedded.mesh.proxyfiles import EnvoyResources, ProxyFiles
 from labs.embedded.workload import HOST_PORTS, PROXY_PORTS, is_gateway
 
 NS = "bookinfo"

@@ -32,13 +32,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.envoy import bootstrap, envoy_binary, envoy_command, write_bootstrap
-from labs.embedded.mesh.meshconfig import default_mesh_config
-from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles, spiffe_id
-from labs.embedded.mesh.xds.clusters import build_outbound
-from labs.embedded.mesh.xds.forwarder_config import build_forwarder, build_forwarder_routes
-from labs.embedded.mesh.xds.listeners import build_inbound_clusters, build_sidecar_listeners
-from labs.embedded.mesh.xds.observability import telemetry_clusters
-from labs.embedded.mesh.xds.peer_authentication import mtls_mode, pa_unsupported_fields
+from labs.embedded.mesh.istio.meshconfig import default_mesh_config
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.clusters import build_outbound
+from labs.embedded.mesh.istio.xds.forwarder_config import build_forwarder, build_forwarder_routes
+from labs.embedded.mesh.istio.xds.listeners import build_inbound_clusters, build_sidecar_listeners
+from labs.embedded.mesh.istio.xds.observability import telemetry_clusters
+from labs.embedded.mesh.istio.xds.peer_authentication import mtls_mode, pa_unsupported_fields
+from labs.embedded.mesh.kube_state import Obj, spiffe_id
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 
 TYPE = "type.googleapis.com/envoy.config."
 LISTENER, CLUSTER, ROUTES = (f"{TYPE}listener.v3.Listener", f"{TYPE}cluster.v3.Cluster",

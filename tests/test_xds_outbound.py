@@ -23,11 +23,13 @@ import pytest
 
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.ca import MeshCA
-from labs.embedded.mesh.state import MeshState, Obj, ProxyFiles
-from labs.embedded.mesh.xds.clusters import build_outbound
-from labs.embedded.mesh.xds.diagnostics import outbound_warnings
-from labs.embedded.mesh.xds.tls import istio_mutual_downstream
-from labs.embedded.mesh.xds.unsupported import unsupported_fields
+from labs.embedded.mesh.istio.state import MeshState
+from labs.embedded.mesh.istio.xds.clusters import build_outbound
+from labs.embedded.mesh.istio.xds.diagnostics import outbound_warnings
+from labs.embedded.mesh.istio.xds.unsupported import unsupported_fields
+from labs.embedded.mesh.kube_state import Obj
+from labs.embedded.mesh.proxyfiles import ProxyFiles
+from labs.embedded.mesh.tls import istio_mutual_downstream
 
 ENVOY = str(importlib.resources.files("envoy._bin") / "envoy")
 NS = "default"
@@ -392,7 +394,7 @@ def wrap(resources: list[Obj], type_name: str) -> str:
 
 
 def proxy_listener(port: int, rds_file: Path) -> Obj:
-    from labs.embedded.mesh.xds.tls import file_config_source
+    from labs.embedded.mesh.tls import file_config_source
     return {"name": "outbound", "address": {"socket_address": {
         "address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
@@ -447,7 +449,7 @@ class Envoy:
 
 
 def start_envoy(directory: Path, admin: int, files: ProxyFiles) -> subprocess.Popen[bytes]:
-    from labs.embedded.mesh.xds.tls import file_config_source
+    from labs.embedded.mesh.tls import file_config_source
     bootstrap = directory / "bootstrap.json"
     bootstrap.write_text(json.dumps({
         "node": {"id": directory.name, "cluster": "test"},

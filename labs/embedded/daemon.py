@@ -35,10 +35,7 @@ from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
 from labs.embedded.heap import pin_malloc_thresholds
 from labs.embedded.loopback import free_port, port_is_free
-from labs.embedded.mesh.config_validation import register_istio_validation
 from labs.embedded.mesh.forwarder import NodeForwarder
-from labs.embedded.mesh.gateway_install import install_ingress_gateway
-from labs.embedded.mesh.injection import register_injection
 from labs.embedded.mesh.install import install_addons
 from labs.embedded.mesh.prometheus import PrometheusTargets
 from labs.embedded.mesh.telemetry import TelemetryServer
@@ -46,8 +43,12 @@ from labs.embedded.paths import ClusterPaths, write_private
 from labs.embedded.pki import server_context, serving_files
 from labs.embedded.runtime import PodRuntime
 
+from .mesh.istio.config_validation import register_istio_validation
+from .mesh.istio.gateway_install import install_ingress_gateway
+from .mesh.istio.injection import register_injection
+
 if TYPE_CHECKING:
-    from labs.embedded.mesh.controlplane import MeshControlPlane
+    from .mesh.istio.controlplane import MeshControlPlane
 
 log = logging.getLogger("meshlab.daemon")
 STATE_DIR_CHECK_S = 2.0
@@ -163,7 +164,7 @@ class Mesh:
         """Start what can start; the control plane runs as a task in `self.tasks`."""
         # Imported here, once the API serves: ~25 ms of the daemon's start that no API request
         # needs (the xDS builders, the Gateway API translation, the CA).
-        from labs.embedded.mesh.controlplane import MeshControlPlane
+        from .mesh.istio.controlplane import MeshControlPlane
 
         try:
             await self.telemetry.start()

@@ -12,7 +12,7 @@ Pod annotations, written by the runtime before any container starts (runtime/net
 Each has one reader here, returning the JSON object's own string keys (`"9080"`, `"admin"`).
 
 The sidecar is the container Istio names `istio-proxy` (labs/istio_names.py); an image of
-`SIDECAR_REPOSITORIES` runs `SIDECAR_MODULE` (mesh/sidecar.py), which reads the `*_ENV`
+`SIDECAR_REPOSITORIES` runs `SIDECAR_MODULE` (mesh/istio/sidecar.py), which reads the `*_ENV`
 variables the runtime sets. Istio's well-known sidecar ports get host ports like declared
 container ports. Each pod has a folder
 `pod_dir_name(pod)` in the cluster's pods directory (`ClusterPaths.pods_dir`), with a directory
@@ -36,7 +36,7 @@ PROXY_PORTS = "meshlab.dev/proxy-ports"
 # Istio's proxy image, with or without a registry (docker.io, gcr.io/istio-release …); the
 # first is the one injection and gateway deployments write
 SIDECAR_REPOSITORIES = ("istio/proxyv2", "istio-release/proxyv2")
-SIDECAR_MODULE = "labs.embedded.mesh.sidecar"  # what such an image runs, `python -m`
+SIDECAR_MODULE = "labs.embedded.mesh.istio.sidecar"  # what such an image runs, `python -m`
 # Istio's node types: a gateway's `istio-proxy` runs `proxy router`, any other one a sidecar
 SIDECAR_TYPE, ROUTER_TYPE = "sidecar", "router"
 PROXY_TYPES = (SIDECAR_TYPE, ROUTER_TYPE)

@@ -312,7 +312,7 @@ def route_configs(dump: Obj) -> list[Obj]:
     return items
 
 
-# The embedded sidecar's one outbound route configuration (labs/embedded/mesh/xds/routes.py):
+# The embedded sidecar's one outbound route configuration (labs/embedded/mesh/istio/xds/routes.py):
 # apps reach it through an HTTP proxy, so one listener sees every port, where Istio's sidecar
 # has a listener and a route configuration per port (`9080`, ...).
 EMBEDDED_OUTBOUND_ROUTES = "outbound"

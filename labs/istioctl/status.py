@@ -19,7 +19,7 @@ from typing import Any
 from labs import proxy
 from labs.cluster import ClusterRef
 from labs.duration import human_duration
-from labs.embedded.mesh.state import ProxyFiles
+from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.istio_names import SIDECAR_CONTAINER
 from labs.istioctl import configdump
 from labs.istioctl.tabwriter import render

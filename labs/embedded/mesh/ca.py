@@ -25,8 +25,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from labs.embedded.paths import write_private
 
-from .state import TRUST_DOMAIN, ProxyFiles, spiffe_id
-from .xds.tls import CERT_SECRET, ROOT_SECRET, pem_source
+from .kube_state import TRUST_DOMAIN, spiffe_id
+from .proxyfiles import ProxyFiles
+from .tls import CERT_SECRET, ROOT_SECRET, pem_source
 
 Obj = dict[str, Any]
 ROOT_LIFETIME = dt.timedelta(days=3650)

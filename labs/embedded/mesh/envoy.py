@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .state import ProxyFiles
-from .xds.tls import file_config_source
+from .proxyfiles import ProxyFiles
+from .tls import file_config_source
 
 Obj = dict[str, Any]
 ADDRESS = "127.0.0.1"

@@ -25,7 +25,8 @@ from pathlib import Path
 from ..loopback import http_check
 from ..subprocesses import start_helper, stop_helper
 from .envoy import bootstrap, envoy_command, write_bootstrap, write_empty_xds
-from .state import TRUST_DOMAIN, ProxyFiles
+from .kube_state import TRUST_DOMAIN
+from .proxyfiles import ProxyFiles
 
 log = logging.getLogger(__name__)
 NODE_ID = f"router~127.0.0.1~forwarder.meshlab~meshlab.svc.{TRUST_DOMAIN}"

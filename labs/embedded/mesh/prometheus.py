@@ -46,7 +46,7 @@ from ..apps.catalog import repository
 from ..apps.http import add_port_option
 from ..apps.prometheus import IMAGE_REPOSITORY, prometheus_missing_hint
 from ..workload import host_ports, pod_dir_name, proxy_ports, workload_name
-from .state import MeshState
+from .kube_state import KubeState
 from .writer import write_atomic
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def telemetry_targets(telemetry_port: int) -> list[Obj]:
     return [{"targets": [f"127.0.0.1:{telemetry_port}"]}]
 
 
-def proxy_targets(state: MeshState) -> list[Obj]:
+def proxy_targets(state: KubeState) -> list[Obj]:
     """One file_sd group per sidecar and gateway proxy: its Envoy admin, labelled like
     kubernetes_sd would."""
     groups = []
@@ -136,7 +136,7 @@ def proxy_targets(state: MeshState) -> list[Obj]:
     return sorted(groups, key=lambda g: (g["labels"]["namespace"], g["labels"]["pod"]))
 
 
-def server_containers(state: MeshState) -> list[tuple[Obj, str]]:
+def server_containers(state: KubeState) -> list[tuple[Obj, str]]:
     """(pod, container name) of every running `prom/prometheus` container whose pod the
     runtime has admitted (its host ports are allocated, so its directory is about to exist)."""
     found = []
@@ -149,7 +149,7 @@ def server_containers(state: MeshState) -> list[tuple[Obj, str]]:
     return found
 
 
-def addon_port(state: MeshState) -> int | None:
+def addon_port(state: KubeState) -> int | None:
     """The host port of the addon pod's 9090 (the newest pod, during a re-creation)."""
     key, value = ADDON_LABEL
     pods = [pod for pod, _ in server_containers(state)
@@ -181,7 +181,7 @@ class PrometheusTargets:
         """Inside the container's directory (the runtime's pod directory / container name)."""
         return self.pods_dir / pod_dir_name(pod) / container / TARGETS_DIR
 
-    def update(self, state: MeshState) -> None:
+    def update(self, state: KubeState) -> None:
         files = {TELEMETRY_TARGETS: _dump(telemetry_targets(self.telemetry_port)),
                  ENVOY_TARGETS: _dump(proxy_targets(state))}
         written: dict[Path, str] = {}

@@ -33,7 +33,7 @@ from labs.istio_names import SIDECAR_CONTAINER
 
 from ..paths import pods_dir
 from ..workload import TELEMETRY_LOG, host_ports, workload_name
-from .state import MeshState, pod_spiffe_id
+from .kube_state import KubeState, pod_spiffe_id
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -225,8 +225,8 @@ class Destination:
 class MeshDirectory:
     """The lookups that turn a log line into labels, from one mesh snapshot."""
 
-    def __init__(self, state: MeshState | None = None) -> None:
-        self.state = state or MeshState()
+    def __init__(self, state: KubeState | None = None) -> None:
+        self.state = state or KubeState()
         self.pods = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]): p
                      for p in self.state.pods}
         self.by_host_port: dict[int, Obj] = {}
@@ -541,7 +541,7 @@ class TelemetryServer:
         self._runner: web.AppRunner | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    def update_state(self, state: MeshState) -> None:
+    def update_state(self, state: KubeState) -> None:
         """Take a new mesh snapshot (a control-plane observer)."""
         self.classifier.directory = MeshDirectory(state)
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .state import EnvoyResources, ProxyFiles
+from .proxyfiles import EnvoyResources, ProxyFiles
 
 Obj = dict[str, Any]
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
