@@ -18,6 +18,12 @@ from labs.board.command import BOARD_HELP, cmd_board, configure_board
 from labs.catalog import CatalogError, load_catalog
 from labs.checks.command import CHECK_HELP, cmd_check, configure_check
 from labs.cluster import ClusterError, EmbeddedCluster
+from labs.provision.command import (
+    CLUSTER_HELP,
+    WORKSHOP_HELP,
+    configure_cluster,
+    configure_workshop,
+)
 from labs.setup.command import (
     PREFLIGHT_HELP,
     TOOLS_HELP,
@@ -163,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure_tools(sub.add_parser("tools", help=TOOLS_HELP, description=TOOLS_HELP))
     configure_preflight(add_command(sub, "preflight", cmd_preflight, PREFLIGHT_HELP,
                                     one_cluster=False))
+    configure_cluster(sub.add_parser("cluster", help=CLUSTER_HELP, description=CLUSTER_HELP))
+    configure_workshop(sub.add_parser("workshop", help=WORKSHOP_HELP, description=WORKSHOP_HELP))
     for hook in entry_points(group=COMMANDS_GROUP):
         hook.load()(functools.partial(add_command, sub))
     return parser
