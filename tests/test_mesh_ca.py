@@ -43,7 +43,7 @@ from labs.embedded.mesh.ca import (
     parse_ttl,
 )
 from labs.embedded.mesh.proxyfiles import ProxyFiles
-from labs.embedded.mesh.tls import istio_mutual_downstream, istio_mutual_upstream
+from labs.embedded.mesh.tls import mutual_downstream, mutual_upstream
 
 Obj = dict[str, Any]
 SERVER_ID = "spiffe://cluster.local/ns/default/sa/httpbin"
@@ -73,11 +73,11 @@ def test_workload_cert_looks_like_istios(ca: MeshCA) -> None:
     issued = ca.issue("bookinfo", "bookinfo-reviews", dt.timedelta(hours=2))
     cert = load(issued)
     root = x509.load_pem_x509_certificate(ca.root_pem.encode())
-    assert issued.spiffe_id == "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews"
+    assert issued.identity == "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews"
     assert len(cert.subject) == 0
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.critical
-    assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [issued.spiffe_id]
+    assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [issued.identity]
     assert san.value.get_values_for_type(x509.DNSName) == []
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature and usage.key_encipherment and not usage.key_cert_sign
@@ -235,7 +235,7 @@ def server_bootstrap(files: ProxyFiles, port: int, admin: int) -> Obj:
         "static_resources": {"listeners": [{
             "name": "inbound", "address": address(port),
             "filter_chains": [{
-                "transport_socket": istio_mutual_downstream(files),
+                "transport_socket": mutual_downstream(files),
                 "filters": [hcm("inbound", [route],
                                 forward_client_cert_details="SANITIZE_SET",
                                 set_current_client_cert_details={"uri": True})]}]}]},
@@ -247,7 +247,7 @@ def client_cluster(name: str, files: ProxyFiles, port: int, sans: list[str]) -> 
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": address(port)}}]}]},
-        "transport_socket": istio_mutual_upstream(files, sans, SNI),
+        "transport_socket": mutual_upstream(files, sans, SNI),
         # one request per upstream connection: every request is a fresh TLS handshake
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {

@@ -166,7 +166,7 @@ def test_sidecar_bootstrap_is_valid_for_envoy(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
 
-    with pytest.raises(sidecar.SidecarConfigError, match=ADMIN_PORT_ENV):
+    with pytest.raises(sidecar.ProxyConfigError, match=ADMIN_PORT_ENV):
         sidecar.prepare({"HOME": str(home)})
 
 

@@ -29,7 +29,7 @@ from labs.embedded.mesh.istio.xds.diagnostics import outbound_warnings
 from labs.embedded.mesh.istio.xds.unsupported import unsupported_fields
 from labs.embedded.mesh.kube_state import Obj
 from labs.embedded.mesh.proxyfiles import ProxyFiles
-from labs.embedded.mesh.tls import istio_mutual_downstream
+from labs.embedded.mesh.tls import mutual_downstream
 
 ENVOY = str(importlib.resources.files("envoy._bin") / "envoy")
 NS = "default"
@@ -740,7 +740,7 @@ def test_real_envoy_auto_mtls_to_a_sidecar(tmp_path: Path, echo_ports: dict[str,
     inbound, admin = free_port(), free_port()
     listener = {"name": "inbound", "address": {"socket_address": {
         "address": "127.0.0.1", "port_value": inbound}},
-        "filter_chains": [{"transport_socket": istio_mutual_downstream(server_files),
+        "filter_chains": [{"transport_socket": mutual_downstream(server_files),
                            "filters": [{"name": "envoy.filters.network.tcp_proxy",
                                         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",

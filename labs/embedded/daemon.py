@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
@@ -46,9 +47,13 @@ from labs.embedded.runtime import PodRuntime
 from .mesh.istio.config_validation import register_istio_validation
 from .mesh.istio.gateway_install import install_ingress_gateway
 from .mesh.istio.injection import register_injection
+from .mesh.linkerd import injection as linkerd_injection
+from .mesh.linkerd.identity import ensure_identity_objects
+from .mesh.linkerd.install import install_linkerd
 
 if TYPE_CHECKING:
     from .mesh.istio.controlplane import MeshControlPlane
+    from .mesh.linkerd.controlplane import LinkerdControlPlane
 
 log = logging.getLogger("meshlab.daemon")
 STATE_DIR_CHECK_S = 2.0
@@ -158,13 +163,17 @@ class Mesh:
         self.telemetry = TelemetryServer(state_dir, free_port())
         self.prometheus: PrometheusTargets | None = None
         self.control_plane: MeshControlPlane | None = None
+        self.linkerd: LinkerdControlPlane | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start what can start; the control plane runs as a task in `self.tasks`."""
+        """Start what can start; the control planes (Istio's, Linkerd's) run as tasks in
+        `self.tasks`."""
         # Imported here, once the API serves: ~25 ms of the daemon's start that no API request
         # needs (the xDS builders, the Gateway API translation, the CA).
         from .mesh.istio.controlplane import MeshControlPlane
+        from .mesh.linkerd.controlplane import LinkerdControlPlane
+        from .mesh.linkerd.metrics import LinkerdMetrics
 
         try:
             await self.telemetry.start()
@@ -180,6 +189,12 @@ class Mesh:
             plane.observers += [self.telemetry.update_state, self.prometheus.update]
             self.control_plane = plane
             self.tasks.append(asyncio.create_task(plane.run(), name="mesh-control-plane"))
+        self.linkerd = LinkerdControlPlane(self.api, Path(self.state_dir), self.telemetry.port)
+        metrics = LinkerdMetrics()
+        self.telemetry.add_proxy_metrics(metrics)
+        self.linkerd.observers.append(metrics.update_state)
+        self.tasks.append(asyncio.create_task(self.linkerd.run(),
+                                              name="linkerd-control-plane"))
         for task in self.tasks:
             task.add_done_callback(_log_failure)
 
@@ -231,6 +246,7 @@ class Daemon:
         await controllers.bootstrap(api)
         publish_api_service(api, port)
         register_injection(api)
+        linkerd_injection.register_injection(api)  # after Istio's, as webhooks run by name
         register_istio_validation(api)
         mesh = Mesh(api, paths.dir)
         runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane",
@@ -249,6 +265,8 @@ class Daemon:
         tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
         install_ingress_gateway(api)
+        ensure_identity_objects(api)
+        install_linkerd(api)
         install_addons(api)
 
         def publish_endpoint() -> None:
@@ -260,6 +278,10 @@ class Daemon:
         publish_endpoint()
         await mesh.start()
         tasks.append(asyncio.create_task(runtime.run(), name="runtime"))
+        # Flagger watches Canaries only: idle (one store subscription) until one exists.
+        # Imported here, once the API serves: ~40 ms no start-up request needs.
+        from .flagger import FlaggerController
+        tasks.append(asyncio.create_task(FlaggerController(api).run(), name="flagger"))
         if mesh.prometheus is not None:  # from now on, a new addon pod's port is published
             mesh.prometheus.on_change = publish_endpoint
         log.info("cluster %s serving on 127.0.0.1:%d", paths.name, port)

@@ -13,10 +13,13 @@ Each has one reader here, returning the JSON object's own string keys (`"9080"`,
 
 The sidecar is the container Istio names `istio-proxy` (labs/istio_names.py); an image of
 `SIDECAR_REPOSITORIES` runs `SIDECAR_MODULE` (mesh/istio/sidecar.py), which reads the `*_ENV`
-variables the runtime sets. Istio's well-known sidecar ports get host ports like declared
-container ports. Each pod has a folder
-`pod_dir_name(pod)` in the cluster's pods directory (`ClusterPaths.pods_dir`), with a directory
-per container (its HOME) where the control plane writes the sidecar's xDS files.
+variables the runtime sets. Linkerd's proxy is the container `linkerd-proxy`, injected as a
+native sidecar (an init container with `restartPolicy: Always`); an image of
+`LINKERD_PROXY_REPOSITORIES` runs `LINKERD_PROXY_MODULE` (mesh/linkerd/proxy.py). Either is the
+pod's *mesh proxy*: the runtime gives its pod the same capture mode and proxy environment.
+Istio's well-known sidecar ports get host ports like declared container ports. Each pod has a
+folder `pod_dir_name(pod)` in the cluster's pods directory (`ClusterPaths.pods_dir`), with a
+directory per container (its HOME) where the control plane writes the sidecar's xDS files.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ PROXY_PORTS = "meshlab.dev/proxy-ports"
 # first is the one injection and gateway deployments write
 SIDECAR_REPOSITORIES = ("istio/proxyv2", "istio-release/proxyv2")
 SIDECAR_MODULE = "labs.embedded.mesh.istio.sidecar"  # what such an image runs, `python -m`
+# Linkerd's proxy (linkerd/linkerd2 charts/partials/templates/_proxy.tpl): its container, image
+# (`cr.l5d.io/linkerd/proxy`, any registry) and the well-known ports of its listeners
+LINKERD_PROXY_CONTAINER = "linkerd-proxy"
+LINKERD_PROXY_REPOSITORIES = ("linkerd/proxy",)
+LINKERD_PROXY_MODULE = "labs.embedded.mesh.linkerd.proxy"
+LINKERD_INBOUND_PORT, LINKERD_OUTBOUND_PORT, LINKERD_ADMIN_PORT = 4143, 4140, 4191
 # Istio's node types: a gateway's `istio-proxy` runs `proxy router`, any other one a sidecar
 SIDECAR_TYPE, ROUTER_TYPE = "sidecar", "router"
 PROXY_TYPES = (SIDECAR_TYPE, ROUTER_TYPE)
@@ -93,6 +102,12 @@ def proxy_ports(pod: Obj) -> dict[str, int]:
     return _ports(pod, PROXY_PORTS)
 
 
+def proxy_started(pod: Obj) -> bool:
+    """The runtime has allocated the mesh proxy's ports (it writes both annotations then)."""
+    annotations = pod["metadata"].get("annotations") or {}
+    return PROXY_PORTS in annotations and HOST_PORTS in annotations
+
+
 def sidecar_image() -> str:
     """The proxy image at the pinned Istio version."""
     return f"docker.io/{SIDECAR_REPOSITORIES[0]}:{version('ISTIO_VERSION')}"
@@ -104,8 +119,33 @@ def proxy_type(container: Obj) -> str:
 
 
 def has_sidecar(pod: Obj) -> bool:
+    """The pod has Istio's `istio-proxy`."""
     return any(c.get("name") == SIDECAR_CONTAINER
                for c in pod.get("spec", {}).get("containers") or [])
+
+
+def running_containers(pod: Obj) -> list[Obj]:
+    """The containers that run for the pod's life: native sidecars (restartable init
+    containers) first, then `containers`."""
+    spec = pod.get("spec", {})
+    return [c for c in spec.get("initContainers") or []
+            if c.get("restartPolicy") == "Always"] + list(spec.get("containers") or [])
+
+
+def is_mesh_proxy(container: Obj) -> bool:
+    """Istio's `istio-proxy` or Linkerd's `linkerd-proxy` (of the running containers)."""
+    return container.get("name") in (SIDECAR_CONTAINER, LINKERD_PROXY_CONTAINER)
+
+
+def has_linkerd_proxy(pod: Obj) -> bool:
+    """The pod has Linkerd's `linkerd-proxy`: a native sidecar, or a regular container as
+    Linkerd injects it with `config.linkerd.io/proxy-enable-native-sidecar: "false"`."""
+    return any(c.get("name") == LINKERD_PROXY_CONTAINER for c in running_containers(pod))
+
+
+def has_mesh_proxy(pod: Obj) -> bool:
+    """The pod's traffic is captured by a mesh proxy (Istio's or Linkerd's)."""
+    return has_sidecar(pod) or has_linkerd_proxy(pod)
 
 
 def is_gateway(pod: Obj) -> bool:

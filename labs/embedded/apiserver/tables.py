@@ -50,14 +50,29 @@ def _pod_status(pod: Obj) -> str:
     return reason
 
 
+def _sidecar_statuses(pod: Obj) -> list[Obj]:
+    """The statuses of native sidecars (init containers with `restartPolicy: Always`), which
+    kubectl counts with the app containers (kubernetes pkg/printers/internalversion/printers.go
+    printPod: a meshed Linkerd pod is `2/2`)."""
+    restartable = {c.get("name") for c in pod.get("spec", {}).get("initContainers") or []
+                   if c.get("restartPolicy") == "Always"}
+    return [cs for cs in pod.get("status", {}).get("initContainerStatuses") or []
+            if cs.get("name") in restartable]
+
+
 def _pod_ready(pod: Obj) -> str:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    total = len(pod.get("spec", {}).get("containers") or [])
+    statuses = [*(pod.get("status", {}).get("containerStatuses") or []), *_sidecar_statuses(pod)]
+    total = len(pod.get("spec", {}).get("containers") or []) + sum(
+        1 for c in pod.get("spec", {}).get("initContainers") or []
+        if c.get("restartPolicy") == "Always")
     return f"{sum(1 for cs in statuses if cs.get('ready'))}/{total}"
 
 
 def _pod_restarts(pod: Obj) -> str:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
+    """Restarts of every container, init containers included, as printPod adds them."""
+    status = pod.get("status", {})
+    statuses = [*(status.get("containerStatuses") or []),
+                *(status.get("initContainerStatuses") or [])]
     restarts = sum(int(cs.get("restartCount", 0)) for cs in statuses)
     last = max((cs.get("lastState", {}).get("terminated", {}).get("finishedAt", "")
                 for cs in statuses), default="")

@@ -1,5 +1,5 @@
 """Which built-in program runs which image (the runtime asks, by image reference): the twins
-of the course's sample apps, and Istio's proxy image, which runs the sidecar (a real Envoy).
+of the course's sample apps, and the proxy images of Istio and Linkerd, which run a real Envoy.
 
 Images are matched by repository: a registry prefix (`docker.io/`, `quay.io/`, …) and any tag or
 digest are ignored, so the course's manifests work unchanged on kind (real images) and in the
@@ -9,9 +9,14 @@ embedded cluster (twins). An image not listed here gets the generic echo server 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..workload import SIDECAR_MODULE, SIDECAR_REPOSITORIES
+from ..workload import (
+    LINKERD_PROXY_MODULE,
+    LINKERD_PROXY_REPOSITORIES,
+    SIDECAR_MODULE,
+    SIDECAR_REPOSITORIES,
+)
 from .http import launcher, python_module
 
 
@@ -24,6 +29,9 @@ class App:
     # its processes may reach services by name through `http_proxy` (in a pod without a
     # sidecar: the node forwarder, which the runtime starts before such a container)
     dials_services: bool = True
+    # the twin's command line ends with `--image IMAGE`: the tag matters to it (podinfo reports
+    # it as its version; emojivoto's voting-svc fails :doughnut: votes as that release did)
+    tagged: bool = False
 
 
 def _sidecar_argv(ports: list[int]) -> list[str]:
@@ -37,11 +45,21 @@ _PILOT_AGENT = python_module("labs.embedded.apps.pilot_agent")
 SIDECAR = App("Istio sidecar proxy (a real Envoy configured by the embedded control plane)",
               _sidecar_argv,
               {"pilot-agent": _PILOT_AGENT, "/usr/local/bin/pilot-agent": _PILOT_AGENT})
+# Linkerd's proxy image (also the image of its `linkerd-init`, which is never run): an Envoy
+# configured by the embedded Linkerd control plane in linkerd2-proxy's place
+LINKERD_PROXY = App(
+    "Linkerd proxy (a real Envoy in linkerd2-proxy's place, configured by the embedded Linkerd "
+    "control plane)", lambda ports: python_module(LINKERD_PROXY_MODULE))
 _FORTIO = python_module("labs.embedded.apps.fortio")
 _STARS = {"v1": "no stars", "v2": "black stars", "v3": "red stars"}
+_PODCLI = python_module("labs.embedded.apps.podcli")
+_HEY = python_module("labs.embedded.apps.hey")
+_WGET = python_module("labs.embedded.apps.wget")  # BusyBox's, for the load tester's probes
+_VOTE_BOT = python_module("labs.embedded.apps.emojivoto.vote_bot")
 
 APPS: dict[str, App] = {
     **dict.fromkeys(SIDECAR_REPOSITORIES, SIDECAR),
+    **dict.fromkeys(LINKERD_PROXY_REPOSITORIES, LINKERD_PROXY),
     "istio/examples-bookinfo-productpage-v1": App(
         "bookinfo productpage twin", launcher("labs.embedded.apps.bookinfo.productpage")),
     "istio/examples-bookinfo-details-v1": App(
@@ -76,6 +94,33 @@ APPS: dict[str, App] = {
     "kiali/kiali": App(
         "Kiali twin (traffic graph API and page from Istio's metrics in Prometheus)",
         launcher("labs.embedded.apps.kiali")),
+    "linkerd/controller": App(
+        "Linkerd controller twin (answers probes only: the cluster daemon issues identities "
+        "and configures proxies, its API server injects them; the validating webhooks are not "
+        "emulated)",
+        launcher("labs.embedded.apps.linkerd_controller"), dials_services=False),
+    **{f"linkerd/{image}": App(
+        f"linkerd-viz {image} twin (answers probes only: not emulated)",
+        launcher("labs.embedded.apps.linkerd_controller"), dials_services=False)
+       for image in ("metrics-api", "tap", "web")},
+    "stefanprodan/podinfo": App(
+        "podinfo twin (HTTP API and Prometheus metrics; version from the image tag; `podcli`)",
+        launcher("labs.embedded.apps.podinfo"),
+        {"podcli": _PODCLI, "/usr/local/bin/podcli": _PODCLI}, tagged=True),
+    "fluxcd/flagger-loadtester": App(
+        "Flagger load tester twin (webhook tasks `cmd`/`bash`, gates; `hey` for kubectl exec)",
+        launcher("labs.embedded.apps.flagger_loadtester"),
+        {"hey": _HEY, "/usr/bin/hey": _HEY, "wget": _WGET}),  # Alpine package hey
+    "buoyantio/emojivoto-emoji-svc": App(
+        "emojivoto emoji-svc twin (gRPC EmojiService)",
+        launcher("labs.embedded.apps.emojivoto.emoji_svc"), dials_services=False),
+    "buoyantio/emojivoto-voting-svc": App(
+        "emojivoto voting-svc twin (gRPC VotingService; :doughnut: votes fail as upstream's)",
+        launcher("labs.embedded.apps.emojivoto.voting_svc"), dials_services=False, tagged=True),
+    "buoyantio/emojivoto-web": App(
+        "emojivoto web twin (HTTP API calling emoji-svc and voting-svc over gRPC; the vote bot "
+        "when only WEB_HOST is set)", launcher("labs.embedded.apps.emojivoto.web"),
+        {"emojivoto-vote-bot": _VOTE_BOT, "/usr/local/bin/emojivoto-vote-bot": _VOTE_BOT}),
 }
 
 
@@ -96,4 +141,8 @@ def repository(image: str) -> str:
 
 def app_for(image: str) -> App | None:
     """The twin for `image`, or None when the catalog does not know it."""
-    return APPS.get(repository(image))
+    app = APPS.get(repository(image))
+    if app is None or not app.tagged:
+        return app
+    argv = app.argv
+    return replace(app, argv=lambda ports: [*argv(ports), "--image", image.strip()])

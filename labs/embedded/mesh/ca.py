@@ -1,6 +1,8 @@
 """The mesh CA: a self-signed root, and short-lived SPIFFE workload certificates for sidecars.
 
-It plays istiod's CA role. Each meshed pod's Envoy reads its certificate and the root through
+`CertIssuer` is the part every mesh shares (sign a leaf for one identity, write a proxy's SDS
+files); `MeshCA` plays istiod's CA role on it, Linkerd's identity issuer (mesh/linkerd/identity.py)
+another. Each meshed pod's Envoy reads its certificate and the root through
 file-based SDS; rewriting those files (atomically) rotates the certificate without a restart and
 without dropping connections. Leaf certificates look like Istio's: an empty subject, the
 identity only in a URI SAN `spiffe://cluster.local/ns/<ns>/sa/<sa>` (marked critical, as X.509
@@ -50,11 +52,11 @@ class MeshCAError(RuntimeError):
 class WorkloadCert:
     """One issued workload certificate with its private key (PEM) and validity."""
 
-    cert_pem: str
+    cert_pem: str  # the leaf, then the issuer's certificate when that is not the trust root
     key_pem: str
     not_before: dt.datetime
     not_after: dt.datetime
-    spiffe_id: str
+    identity: str  # the SAN: Istio's SPIFFE URI, Linkerd's DNS name
 
     @property
     def serial_number(self) -> int:
@@ -97,16 +99,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _pem(cert: x509.Certificate) -> str:
+def cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()
 
 
-def _key_usage(*, digital_signature: bool = False, key_encipherment: bool = False,
+def key_usage(*, digital_signature: bool = False, key_encipherment: bool = False,
                cert_sign: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(digital_signature=digital_signature, key_encipherment=key_encipherment,
                          key_cert_sign=cert_sign, crl_sign=cert_sign, content_commitment=False,
@@ -119,13 +121,77 @@ def _sds(secret: Obj) -> str:
     return json.dumps({"resources": [{"@type": SECRET_TYPE, **secret}]}, indent=1) + "\n"
 
 
-class MeshCA:
-    """A root key and certificate that sign workload certificates."""
+class CertIssuer:
+    """A signing key and certificate that issue workload certificates, and the trust root(s)
+    peers verify them with (the signer itself, or the root above an intermediate issuer)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, signer: x509.Certificate,
+                 root_pem: str) -> None:
+        self._key = key
+        self._signer = signer
+        self.root_pem = root_pem
+        signer_pem = cert_pem(signer)
+        # An intermediate issuer travels with each leaf, so peers can reach the root
+        self._chain_pem = "" if signer_pem.strip() in root_pem else signer_pem
+
+    def issue_leaf(self, san: x509.GeneralName, subject: x509.Name,
+                   ttl: dt.timedelta | None = None) -> WorkloadCert:
+        """A fresh P-256 key and certificate for one identity (`san`), usable as TLS client
+        and server, valid from now for `ttl` (default: `default_ttl()`)."""
+        ttl = default_ttl() if ttl is None else ttl
+        if ttl < MIN_TTL:
+            raise MeshCAError(f"a certificate TTL of {ttl} is too short: use at least {MIN_TTL}")
+        key = ec.generate_private_key(ec.SECP256R1())
+        not_before = _now()
+        not_after = not_before + ttl
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(self._signer.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            # X.509 requires the SAN to be critical when the subject is empty
+            .add_extension(x509.SubjectAlternativeName([san]), critical=not subject)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage(digital_signature=True, key_encipherment=True),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return WorkloadCert(cert_pem(cert) + self._chain_pem, key_pem(key), not_before, not_after,
+                            str(san.value))
+
+    def write_sds(self, files: ProxyFiles, cert: WorkloadCert, roots_pem: str | None = None
+                  ) -> None:
+        """Write the proxy's SDS files: its certificate (secret `default`) and the trust root(s)
+        it verifies peers with (secret `ROOTCA`: `roots_pem`, else this issuer's). Each is
+        replaced atomically, so Envoy swaps the secret in place; the root file is left alone
+        when unchanged (an identical rewrite still reloads)."""
+        write_private(files.cert_sds, _sds({
+            "name": CERT_SECRET,
+            "tls_certificate": {"certificate_chain": pem_source(cert.cert_pem),
+                                "private_key": pem_source(cert.key_pem)},
+        }))
+        root = _sds({"name": ROOT_SECRET,
+                     "validation_context": {"trusted_ca": pem_source(roots_pem or self.root_pem)}})
+        try:
+            unchanged = files.root_sds.read_text() == root
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            write_private(files.root_sds, root)
+
+
+class MeshCA(CertIssuer):
+    """Istio's CA: a self-signed root key and certificate that sign SPIFFE workload
+    certificates."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey, root: x509.Certificate) -> None:
-        self._key = key
-        self._root = root
-        self.root_pem = _pem(root)
+        super().__init__(key, root, cert_pem(root))
 
     @classmethod
     def load_or_create(cls, directory: Path) -> MeshCA:
@@ -175,63 +241,22 @@ class MeshCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + ROOT_LIFETIME)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True, cert_sign=True), critical=True)
+            .add_extension(key_usage(digital_signature=True, cert_sign=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_private(directory / ROOT_KEY_FILE, _key_pem(key))
-        write_private(directory / ROOT_CERT_FILE, _pem(root))
+        write_private(directory / ROOT_KEY_FILE, key_pem(key))
+        write_private(directory / ROOT_CERT_FILE, cert_pem(root))
         return cls(key, root)
 
     def issue(self, namespace: str, service_account: str,
               ttl: dt.timedelta | None = None) -> WorkloadCert:
         """A fresh key and certificate for the identity of `service_account` in `namespace`,
-        valid from now for `ttl` (default: `default_ttl()`)."""
-        ttl = default_ttl() if ttl is None else ttl
-        if ttl < MIN_TTL:
-            raise MeshCAError(f"a certificate TTL of {ttl} is too short: use at least {MIN_TTL}")
-        identity = spiffe_id(namespace, service_account)
-        key = ec.generate_private_key(ec.SECP256R1())
-        not_before = _now()
-        not_after = not_before + ttl
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([])).issuer_name(self._root.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(identity)]), critical=True)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True, key_encipherment=True),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                self._key.public_key()), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
-        return WorkloadCert(_pem(cert), _key_pem(key), not_before, not_after, identity)
-
-    def write_sds(self, files: ProxyFiles, cert: WorkloadCert) -> None:
-        """Write the proxy's SDS files: its certificate (secret `default`) and the mesh root
-        (secret `ROOTCA`). Each is replaced atomically, so Envoy swaps the secret in place;
-        the root file is left alone when unchanged (an identical rewrite still reloads)."""
-        write_private(files.cert_sds, _sds({
-            "name": CERT_SECRET,
-            "tls_certificate": {"certificate_chain": pem_source(cert.cert_pem),
-                                "private_key": pem_source(cert.key_pem)},
-        }))
-        root = _sds({"name": ROOT_SECRET,
-                     "validation_context": {"trusted_ca": pem_source(self.root_pem)}})
-        try:
-            unchanged = files.root_sds.read_text() == root
-        except OSError:
-            unchanged = False
-        if not unchanged:
-            write_private(files.root_sds, root)
+        valid from now for `ttl` (default: `default_ttl()`): an empty subject, the SPIFFE ID
+        as the only (URI) SAN."""
+        return self.issue_leaf(x509.UniformResourceIdentifier(
+            spiffe_id(namespace, service_account)), x509.Name([]), ttl)
 
     def root_configmap(self, namespace: str) -> Obj:
         """The `istio-ca-root-cert` ConfigMap istiod publishes in every namespace."""

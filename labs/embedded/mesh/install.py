@@ -2,7 +2,8 @@
 `kubectl apply -f samples/addons/...` would have on a real cluster.
 
 Each object is created only when absent, so a learner's edits survive a daemon restart, and
-`${ISTIO_VERSION}` is filled in from cluster-setup/versions.env.
+the pinned versions (`${ISTIO_VERSION}`, `${LINKERD_VERSION}`…) are filled in from
+cluster-setup/versions.env.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from labs.versions import version
+from labs.versions import versions
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
@@ -27,8 +28,8 @@ ADDONS = (MANIFESTS / "prometheus.yaml",)
 
 
 def manifest_objects(path: Path) -> list[Obj]:
-    """The manifest's objects with the pinned Istio version filled in."""
-    text = Template(path.read_text()).safe_substitute(ISTIO_VERSION=version("ISTIO_VERSION"))
+    """The manifest's objects with the pinned versions filled in."""
+    text = Template(path.read_text()).safe_substitute(versions())
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

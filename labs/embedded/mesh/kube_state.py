@@ -9,6 +9,7 @@ sidecar) is labs/embedded/workload.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar, cast
@@ -140,3 +141,11 @@ def _services_by_key(state: KubeState) -> dict[tuple[str | None, str], Obj]:
     return out
 
 
+def fingerprint(obj: Obj) -> str:
+    """What of an object can change a proxy's configuration: not its status (pods report
+    probe results all the time) nor its resourceVersion or managedFields."""
+    meta = obj.get("metadata", {})
+    relevant = {k: meta.get(k) for k in ("labels", "annotations", "deletionTimestamp",
+                                         "generation")}
+    relevant.update({k: obj.get(k) for k in ("spec", "subsets", "data")})
+    return json.dumps(relevant, sort_keys=True)

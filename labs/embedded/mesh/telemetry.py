@@ -8,6 +8,11 @@ come from the pods of the latest mesh snapshot; the caller of an inbound request
 its certificate (mTLS) and, when several workloads share a service account, by matching the
 request id against the lines the caller's own sidecar wrote.
 
+Other meshes' proxies whose metrics are their own (Linkerd's, per proxy on its admin port) add a
+`ProxyMetrics` (`add_proxy_metrics`): the server tails `<pod dir>/<its container>/telemetry.log`
+the same way, hands it each pod's lines, and serves its text at `/proxies/<pod dir>/metrics`,
+where that proxy's own `/metrics` route leads.
+
 Spans arrive from the sidecars' Zipkin tracers (`POST /api/v2/spans`) and are kept in memory,
 bounded, and served by the Zipkin v2 read API (`/api/v2/traces`, `/api/v2/trace/{id}`,
 `/api/v2/services`, `/api/v2/spans`).
@@ -25,7 +30,7 @@ from bisect import bisect_left
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -445,9 +450,21 @@ class LogTailer:
         return [line.decode("utf-8", "replace") for line in complete if line.strip()]
 
 
-def sidecar_logs(pods_dir: Path) -> list[Path]:
-    """Every sidecar's JSON access log under the runtime's pod directories."""
-    return sorted(pods_dir.glob(f"*/{SIDECAR_CONTAINER}/{TELEMETRY_LOG}"))
+def sidecar_logs(pods_dir: Path, container: str = SIDECAR_CONTAINER) -> list[Path]:
+    """Every proxy's JSON access log under the runtime's pod directories (Istio's sidecars by
+    default)."""
+    return sorted(pods_dir.glob(f"*/{container}/{TELEMETRY_LOG}"))
+
+
+class ProxyMetrics(Protocol):
+    """A mesh's per-proxy metrics, counted from its proxies' JSON access logs."""
+
+    container: str  # whose `<pod dir>/<container>/telemetry.log` holds the lines
+
+    def ingest(self, pod_dir: str, lines: list[Obj]) -> None: ...
+
+    async def render(self, pod_dir: str) -> str | None:
+        """The proxy's metrics text, None for a pod it does not know."""
 
 
 # -- spans -----------------------------------------------------------------------------------
@@ -540,6 +557,10 @@ class TelemetryServer:
         self._pending: list[tuple[float, Obj]] = []  # inbound lines waiting for their caller
         self._runner: web.AppRunner | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._proxy_metrics: list[ProxyMetrics] = []
+
+    def add_proxy_metrics(self, metrics: ProxyMetrics) -> None:
+        self._proxy_metrics.append(metrics)
 
     def update_state(self, state: KubeState) -> None:
         """Take a new mesh snapshot (a control-plane observer)."""
@@ -564,21 +585,30 @@ class TelemetryServer:
 
     async def collect(self) -> int:
         """Read and count what the sidecars logged since the last call."""
+        owners = {m.container: m for m in self._proxy_metrics}
         async with self._reading:  # one reader at a time: the tailer keeps file offsets
-            found = await asyncio.to_thread(
-                lambda: self._tailer.read(sidecar_logs(self.pods_dir)))
-        lines = []
+            found = await asyncio.to_thread(lambda: self._tailer.read(
+                [p for c in (SIDECAR_CONTAINER, *owners) for p in sidecar_logs(self.pods_dir, c)]))
+        lines: list[Obj] = []
+        theirs: dict[tuple[str, str], list[Obj]] = {}  # (container, pod dir) -> lines
         for path, text in found:
             try:
                 line = json.loads(text)
             except ValueError:
                 log.debug("skipping a line of %s that is not JSON: %.80s", path, text)
                 continue
-            if isinstance(line, dict):
+            if not isinstance(line, dict):
+                continue
+            container = path.parent.name
+            if container == SIDECAR_CONTAINER:
                 lines.append(line)
+            else:
+                theirs.setdefault((container, path.parent.parent.name), []).append(line)
         if lines or self._pending:
             self.ingest(lines)
-        return len(lines)
+        for (container, pod_dir), batch in theirs.items():
+            owners[container].ingest(pod_dir, batch)
+        return len(lines) + sum(map(len, theirs.values()))
 
     async def _poll(self) -> None:
         """Every `poll_interval` while requests flow, backing off to `IDLE_POLL_INTERVAL`
@@ -598,6 +628,7 @@ class TelemetryServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/proxies/{pod_dir}/metrics", self._proxy_metrics_text)
         app.router.add_post("/api/v2/spans", self._post_spans)
         app.router.add_get("/api/v2/spans", self._span_names)
         app.router.add_get("/api/v2/traces", self._traces)
@@ -615,6 +646,20 @@ class TelemetryServer:
         return web.Response(text=self.metrics.render(),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Version": "0.0.4"})
+
+    async def _proxy_metrics_text(self, request: web.Request) -> web.Response:
+        """One proxy's own metrics (what its admin `/metrics` serves), logs read first."""
+        try:
+            await self.collect()
+        except Exception:
+            log.exception("reading the proxies' access logs failed")
+        pod_dir = request.match_info["pod_dir"]
+        for metrics in self._proxy_metrics:
+            text = await metrics.render(pod_dir)
+            if text is not None:
+                return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                                    headers={"X-Content-Type-Version": "0.0.4"})
+        return web.Response(status=404, text=f"no proxy metrics for pod folder {pod_dir}\n")
 
     async def _post_spans(self, request: web.Request) -> web.Response:
         try:

@@ -1,4 +1,5 @@
-"""TLS transport sockets for Istio mutual TLS, reading certificates through file-based SDS.
+"""TLS transport sockets for mesh mutual TLS (Istio's ISTIO_MUTUAL, Linkerd's meshed TLS),
+reading certificates through file-based SDS.
 
 The mesh CA rewrites the SDS files when it rotates a certificate; Envoy watches the directory and
 swaps the secret without dropping connections, so nothing here embeds key material.
@@ -35,11 +36,12 @@ def file_config_source(path: Path) -> Obj:
             "resource_api_version": "V3"}
 
 
-def _common_tls_context(files: ProxyFiles, peer_sans: list[str] | None) -> Obj:
+def _common_tls_context(files: ProxyFiles, peer_sans: list[str] | None,
+                        san_type: str = "URI") -> Obj:
     validation: Obj = {}
     if peer_sans:
         validation["match_typed_subject_alt_names"] = [
-            {"san_type": "URI", "matcher": {"exact": san}} for san in peer_sans]
+            {"san_type": san_type, "matcher": {"exact": san}} for san in peer_sans]
     return {
         "tls_certificate_sds_secret_configs": [
             {"name": CERT_SECRET, "sds_config": file_config_source(files.cert_sds)}],
@@ -51,17 +53,19 @@ def _common_tls_context(files: ProxyFiles, peer_sans: list[str] | None) -> Obj:
     }
 
 
-def istio_mutual_upstream(files: ProxyFiles, peer_sans: list[str], sni: str) -> Obj:
-    """Client side of Istio mTLS: our workload cert, the mesh root, the peer's SPIFFE SANs."""
+def mutual_upstream(files: ProxyFiles, peer_sans: list[str], sni: str,
+                    san_type: str = "URI") -> Obj:
+    """Client side of mesh mTLS: our workload cert, the mesh root, the peer's SANs (Istio's
+    SPIFFE URIs; Linkerd's identity names, `san_type` "DNS")."""
     return {"name": TLS_SOCKET, "typed_config": {
         "@type": UPSTREAM_TLS,
-        "common_tls_context": _common_tls_context(files, peer_sans),
+        "common_tls_context": _common_tls_context(files, peer_sans, san_type),
         "sni": sni,
     }}
 
 
-def istio_mutual_downstream(files: ProxyFiles) -> Obj:
-    """Server side of Istio mTLS: a client certificate signed by the mesh root is required."""
+def mutual_downstream(files: ProxyFiles) -> Obj:
+    """Server side of mesh mTLS: a client certificate signed by the mesh root is required."""
     return {"name": TLS_SOCKET, "typed_config": {
         "@type": DOWNSTREAM_TLS,
         "require_client_certificate": True,

@@ -2,9 +2,10 @@
 its processes send requests through.
 
 Every pod shares 127.0.0.1, so each container port gets a host port (annotation
-`meshlab.dev/host-ports`, listed in Endpoints). A pod with an `istio-proxy` container is in
-*capture mode*: there is no iptables, so the sidecar's inbound listener takes the host port and
-the app moves to a second, internal port (`meshlab.dev/app-ports`); the sidecar also gets an
+`meshlab.dev/host-ports`, listed in Endpoints). A pod with a mesh proxy (Istio's `istio-proxy`
+container, or Linkerd's `linkerd-proxy` native sidecar) is in *capture mode*: there is no
+iptables, so the sidecar's inbound listener takes the host port and the app moves to a second,
+internal port (`meshlab.dev/app-ports`); the sidecar also gets an
 admin and an outbound HTTP-proxy port (`meshlab.dev/proxy-ports`). The control plane reads all
 three annotations to write the sidecar's configuration, so they are written before any container
 starts. Apps reach services by name through an HTTP proxy: their sidecar's outbound listener in
@@ -54,14 +55,17 @@ from ..workload import (
     APP_PORTS,
     HOST_PORTS,
     HOST_PORTS_ENV,
+    LINKERD_OUTBOUND_PORT,
     OUTBOUND_PORT_ENV,
     POD_PORTS,
     PROXY_PORTS,
     PROXY_TYPE_ENV,
     SERVICE_CLUSTER_ENV,
     app_ports,
+    has_mesh_proxy,
     has_sidecar,
     host_ports,
+    is_mesh_proxy,
     proxy_ports,
     proxy_type,
     workload_name,
@@ -97,6 +101,8 @@ class PodPorts:
     host: dict[int, int] = field(default_factory=dict)
     app: dict[int, int] = field(default_factory=dict)  # capture mode: where the app listens
     proxy: dict[str, int] = field(default_factory=dict)  # capture mode: {"admin", "outbound"}
+    # capture mode: the proxy's ports on the pod's localhost -> their key in `proxy`
+    local_proxy: dict[int, str] = field(default_factory=dict)
 
     def annotations(self) -> dict[str, str]:
         def dump(ports: Mapping[Any, int]) -> str:
@@ -110,10 +116,10 @@ class PodPorts:
     def localhost(self) -> dict[int, int]:
         """The pod's `localhost`: port -> the host port that answers it. The app directly on
         its own port (in a real pod loopback traffic bypasses the sidecar's capture), the
-        sidecar's pod ports and its admin on 15000."""
+        sidecar's pod ports and its admin on 15000 (Istio), or the proxy's outbound listener on
+        4140 (Linkerd; its admin 4191 is a declared port)."""
         local = {**self.host, **self.app}
-        if self.meshed:
-            local[ADMIN_PORT] = self.proxy["admin"]
+        local.update({port: self.proxy[key] for port, key in self.local_proxy.items()})
         return local
 
     def allocated(self) -> list[int]:
@@ -122,7 +128,7 @@ class PodPorts:
     def bind_ports(self, container: Obj) -> dict[int, int]:
         """Container port -> the port its process listens on (and its probes check): the app
         port in capture mode, except for the sidecar itself; the host port otherwise."""
-        app = {} if is_sidecar(container) else self.app
+        app = {} if is_mesh_proxy(container) else self.app
         return {port: app.get(port) or self.host[port] for port in listen_ports(container)}
 
 
@@ -134,16 +140,18 @@ def allocate(pod: Obj, containers: list[Obj], allocator: PortAllocator) -> PodPo
     def take(annotation: str, key: object) -> int:
         return allocator.allocate(previous[annotation].get(str(key)))
 
-    ports = PodPorts(meshed=has_sidecar(pod))
+    ports = PodPorts(meshed=has_mesh_proxy(pod))
     for container in containers:
         for port in listen_ports(container):
             if port in ports.host:
                 continue
             ports.host[port] = take(HOST_PORTS, port)
-            if ports.meshed and not is_sidecar(container):
+            if ports.meshed and not is_mesh_proxy(container):
                 ports.app[port] = take(APP_PORTS, port)
     if ports.meshed:
         ports.proxy = {key: take(PROXY_PORTS, key) for key in ("admin", "outbound")}
+        ports.local_proxy = ({ADMIN_PORT: "admin"} if has_sidecar(pod)
+                             else {LINKERD_OUTBOUND_PORT: "outbound"})
     return ports
 
 
@@ -160,7 +168,7 @@ def network_env(pod: Obj, ports: PodPorts, container: Obj,
     proxy = _proxy_port(ports, container, forwarder_port)
     local = {localhost.LOCALHOST_ENV: localhost.encode(ports.localhost()),
              localhost.DIRECT_ENV: json.dumps([] if proxy is None else [proxy])}
-    if ports.meshed and is_sidecar(container):
+    if ports.meshed and is_mesh_proxy(container):
         return local | {ADMIN_PORT_ENV: str(ports.proxy["admin"]),
                         OUTBOUND_PORT_ENV: str(ports.proxy["outbound"]),
                         HOST_PORTS_ENV: ports.annotations()[HOST_PORTS],
@@ -174,7 +182,7 @@ def _proxy_port(ports: PodPorts, container: Obj, forwarder_port: int | None) -> 
     """The HTTP proxy a container's programs reach services through: its sidecar's outbound
     listener in a meshed pod (none for the sidecar itself), else the node forwarder."""
     if ports.meshed:
-        return None if is_sidecar(container) else ports.proxy["outbound"]
+        return None if is_mesh_proxy(container) else ports.proxy["outbound"]
     return forwarder_port
 
 

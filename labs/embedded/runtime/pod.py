@@ -1,8 +1,10 @@
 """One pod on this node: schedule it, give it host ports, run its containers, report, stop.
 
 Init containers with `restartPolicy: Always` (native sidecars) run like regular containers and
-start first. Other init containers are reported as completed without running anything: images
-are simulated and the generic twin never exits. Both are said in the pod's `Simulated` events.
+start first: the regular containers start once every one of them has started (its startupProbe
+passed, e.g. Linkerd's proxy answering `/ready`), as the kubelet orders them. Other init
+containers are reported as completed without running anything: images are simulated and the
+generic twin never exits. Both are said in the pod's `Simulated` events.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from ..apiserver.errors import ApiError
 from ..apiserver.objects import now
+from ..workload import running_containers
 from . import network
 from .container import ContainerRunner, image_id
 from .context import GRACE_CAP, RuntimeContext
@@ -25,6 +28,7 @@ from .twins import twin_for
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
+SIDECAR_START_POLL = 0.05  # seconds between looks at whether the native sidecars started
 
 
 class PodWorker:
@@ -116,9 +120,7 @@ class PodWorker:
 
     def _containers(self) -> list[Obj]:
         """The containers that run: native sidecars (restartable init containers) first."""
-        spec = self.pod["spec"]
-        return [c for c in spec.get("initContainers") or []
-                if c.get("restartPolicy") == "Always"] + list(spec.get("containers") or [])
+        return running_containers(self.pod)
 
     def _write_shims(self) -> Path | None:
         """Scripts for the commands the pod's images provide; their directory goes on PATH."""
@@ -169,8 +171,17 @@ class PodWorker:
         for container in spec.get("containers") or []:
             self.runners[container["name"]] = runner(
                 container, spec.get("restartPolicy", "Always"), False)
-        for item in [*self._sidecars, *self.runners.values()]:
-            self._tasks.append(asyncio.create_task(item.run()))
+        self._tasks += [asyncio.create_task(item.run()) for item in self._sidecars]
+        self._tasks.append(asyncio.create_task(self._run_after_sidecars()))
+
+    async def _run_after_sidecars(self) -> None:
+        """The regular containers, once each native sidecar has started or ended for good
+        (KEP-753: the kubelet starts the next container after a sidecar's startup probe)."""
+        while not all(s.started or s.finished for s in self._sidecars):
+            if self.terminating:
+                return
+            await asyncio.sleep(SIDECAR_START_POLL)
+        await asyncio.gather(*(item.run() for item in self.runners.values()))
 
     def _simulated_event(self, container: Obj, is_init: bool) -> None:
         image = container.get("image", "")

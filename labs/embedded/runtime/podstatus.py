@@ -59,7 +59,9 @@ def pod_status(old: Obj, containers: list[Obj], init_containers: list[Obj],
     previous = old.get("conditions") or []
     pod_phase = phase(containers, restart_policy)
     terminal = pod_phase in ("Succeeded", "Failed")
-    unready = [c["name"] for c in containers if not c["ready"]]
+    # Native sidecars (restartable init containers) count, as in the kubelet's
+    # generateContainersReadyCondition (KEP-753); completed init containers report ready.
+    unready = [c["name"] for c in [*init_containers, *containers] if not c["ready"]]
     all_ready = not unready and not terminal
     not_ready_msg = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
     reason = "PodCompleted" if terminal else "ContainersNotReady"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,9 +27,9 @@ from ...apiserver.api import ObjectApi
 from ...apiserver.errors import ApiError
 from ...apiserver.store import Event
 from ...paths import pods_dir, write_private
-from ...workload import HOST_PORTS, PROXY_PORTS, pod_dir_name
+from ...workload import pod_dir_name, proxy_started
 from ..ca import MeshCA, WorkloadCert, default_ttl, needs_rotation
-from ..kube_state import service_account
+from ..kube_state import fingerprint, service_account
 from ..proxyfiles import EnvoyResources, ProxyFiles
 from ..writer import XdsWriter
 from .derived import Derived, translate
@@ -112,26 +111,10 @@ def snapshot(api: ObjectApi) -> MeshState:
     return MeshState(**lists, mesh_config=mesh_config, mesh_config_error=error)
 
 
-def fingerprint(obj: Obj) -> str:
-    """What of an object can change a proxy's configuration: not its status (pods report
-    probe results all the time) nor its resourceVersion or managedFields."""
-    meta = obj.get("metadata", {})
-    relevant = {k: meta.get(k) for k in ("labels", "annotations", "deletionTimestamp",
-                                         "generation")}
-    relevant.update({k: obj.get(k) for k in ("spec", "subsets", "data")})
-    return json.dumps(relevant, sort_keys=True)
-
-
 def sidecar_xds_dir(pods_dir: Path, pod: Obj) -> Path:
     """The xDS directory of a pod's sidecar: in the pod's folder (labs.embedded.workload
     .pod_dir_name), its container `istio-proxy`'s directory, `xds`."""
     return pods_dir / pod_dir_name(pod) / SIDECAR_CONTAINER / "xds"
-
-
-def proxy_started(pod: Obj) -> bool:
-    """The runtime has allocated the sidecar's ports (it writes both annotations then)."""
-    annotations = pod["metadata"].get("annotations") or {}
-    return PROXY_PORTS in annotations and HOST_PORTS in annotations
 
 
 def rotation_check_interval(ttl: dt.timedelta) -> float:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from ...kube_state import Obj
 from ...proxyfiles import ProxyFiles
-from ...tls import istio_mutual_upstream, outbound_sni
+from ...tls import mutual_upstream, outbound_sni
 from ..state import MeshState
 from .destinationrule import destination_rule_for, effective_policy, hash_policy, subsets
 from .hosts import Backend, MeshHost, cluster_name, creation_order, service_hosts, sidecar_hosts
+from .listeners import is_http2_port, use_http2
 from .routes import forwarder_route_config, sidecar_route_config
 from .values import ConfigError, duration, integer, istio_config_metadata
 
@@ -48,9 +49,21 @@ def build_outbound(state: MeshState, proxy_pod: Obj | None,
 
 def forwarder_clusters(hosts: list[MeshHost]) -> list[Obj]:
     """kube-proxy's view: every ready endpoint, round robin, plaintext, no policy."""
-    return [{**_base(cluster_name(port, None, host.hostname), host.backends[port], False),
-             "lb_policy": "ROUND_ROBIN"}
-            for host in hosts for port in host.ports]
+    out = []
+    for host in hosts:
+        for port in host.ports:
+            cluster = {**_base(cluster_name(port, None, host.hostname), host.backends[port],
+                               False), "lb_policy": "ROUND_ROBIN"}
+            if _http2(host, port):
+                use_http2(cluster)
+            out.append(cluster)
+    return out
+
+
+def _http2(host: MeshHost, port: int) -> bool:
+    """Whether the host's `port` is GRPC/HTTP2 (Istio then dials its endpoints over HTTP/2)."""
+    return any(is_http2_port(p) for p in (host.source.get("spec") or {}).get("ports") or []
+               if str(p.get("port", p.get("number"))) == str(port))
 
 
 def sidecar_clusters(state: MeshState, hosts: list[MeshHost], proxy_pod: Obj,
@@ -113,6 +126,8 @@ def _sidecar_cluster(state: MeshState, host: MeshHost, port: int, subset: str | 
                      backends: list[Backend], policy: Obj, files: ProxyFiles) -> Obj:
     cluster = _base(cluster_name(port, subset, host.hostname), backends, True)
     _apply_policy(cluster, policy)
+    if _http2(host, port):
+        use_http2(cluster)
     _apply_tls(cluster, state, host, port, subset, (policy.get("tls") or {}).get("mode"), files)
     return cluster
 
@@ -226,7 +241,7 @@ def _apply_load_balancer(cluster: Obj, lb: Obj) -> None:
 def _apply_tls(cluster: Obj, state: MeshState, host: MeshHost, port: int, subset: str | None,
                mode: str | None, files: ProxyFiles) -> None:
     sans = sorted({b.spiffe_id for ps in host.backends.values() for b in ps if b.spiffe_id})
-    mtls = istio_mutual_upstream(files, sans, outbound_sni(port, subset or "", host.hostname))
+    mtls = mutual_upstream(files, sans, outbound_sni(port, subset or "", host.hostname))
     if mode == "ISTIO_MUTUAL":
         cluster["transport_socket"] = mtls
     elif mode in (None, "", "UNSET") and not host.mesh_external and (

@@ -13,57 +13,79 @@ import copy
 
 from ....workload import app_ports, host_ports, proxy_ports
 from ...kube_state import Obj
+from ...listener_parts import (
+    http_connection_manager,
+    rds,
+    router,
+    socket_address,
+    tls_inspector,
+)
 from ...proxyfiles import ProxyFiles
-from ...tls import file_config_source, istio_mutual_downstream
+from ...tls import mutual_downstream
 from ..state import MeshState
 from .observability import sidecar_access_logs, tracing_config
 from .peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from .telemetry_api import INBOUND, OUTBOUND, Side, telemetry_settings
 
-ADDRESS = "127.0.0.1"
-HCM = "envoy.filters.network.http_connection_manager"
-HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-            ".HttpConnectionManager")
-TLS_INSPECTOR_TYPE = (
-    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")
 OUTBOUND_ROUTE_CONFIG = "outbound"
 HEALTH_PORT = "15021"
 HEALTH_PATH = "/healthz/ready"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# Istio's protocol selection (pkg/config/protocol/instance.go): a port named `grpc`, `grpc-*`,
+# `http2`, `http2-*` (or with that `appProtocol`, or a ServiceEntry port of that `protocol`)
+# speaks HTTP/2 to its upstream; `grpc-web` is HTTP/1.1.
+HTTP2_PROTOCOLS = ("grpc", "http2")
 
 
 # The builders return fresh dicts (no shared sub-objects), so a YAML dump of the result has no
-# anchors/aliases and the files stay readable.
-def router() -> Obj:
-    return {"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-
-
+# anchors/aliases and the files stay readable. The shared parts: labs/embedded/mesh/listener_parts.
 def fault() -> Obj:
     """The fault filter with no defaults: the routes configure it (VirtualService `fault`)."""
     return {"name": "envoy.filters.http.fault", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}
 
 
-def socket_address(port: int) -> Obj:
-    return {"socket_address": {"address": ADDRESS, "port_value": port}}
-
-
-def http_connection_manager(stat_prefix: str, routing: Obj, http_filters: list[Obj],
-                            **extra: object) -> Obj:
-    """An HCM network filter; `routing` is `{"rds": ...}` or `{"route_config": ...}`."""
-    return {"name": HCM, "typed_config": {
-        "@type": HCM_TYPE, "stat_prefix": stat_prefix, "codec_type": "AUTO",
-        **routing, "http_filters": http_filters, **extra}}
-
-
-def rds(route_config_name: str, files: ProxyFiles) -> Obj:
-    """Routes read from the proxy's RDS file, so a route change reaches kept-alive connections."""
-    return {"rds": {"route_config_name": route_config_name,
-                    "config_source": file_config_source(files.rds)}}
-
-
 def inbound_cluster_name(container_port: int | str) -> str:
     return f"inbound|{container_port}||"
+
+
+def is_http2_port(port: Obj) -> bool:
+    """Whether a Service or ServiceEntry `ports` entry is GRPC/HTTP2 by Istio's rules."""
+    explicit = str(port.get("appProtocol") or port.get("protocol") or "").lower()
+    if explicit and explicit not in ("tcp", "udp", "sctp"):  # a Service's L4 `protocol`
+        return explicit in HTTP2_PROTOCOLS or explicit == "kubernetes.io/h2c"
+    name = str(port.get("name") or "").lower()
+    return name.split("-", 1)[0] in HTTP2_PROTOCOLS and not name.startswith("grpc-web")
+
+
+def use_http2(cluster: Obj) -> None:
+    """Make `cluster` speak HTTP/2 (prior knowledge, as Istio's GRPC/HTTP2 clusters do), keeping
+    any common options (idle timeout...) a traffic policy set."""
+    options = cluster.setdefault("typed_extension_protocol_options", {}).setdefault(
+        HTTP_OPTIONS, {"@type": f"type.googleapis.com/{HTTP_OPTIONS}"})
+    options["explicit_http_config"] = {"http2_protocol_options": {}}
+
+
+def _http2_container_ports(state: MeshState, pod: Obj) -> set[int]:
+    """The pod's container ports that a GRPC/HTTP2 port of a Service selecting it targets
+    (Istio takes an inbound port's protocol from the Service port)."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    named = {p.get("name"): p.get("containerPort") for c in pod["spec"].get("containers") or []
+             for p in c.get("ports") or [] if p.get("name")}
+    out = set()
+    for svc in state.services:
+        spec = svc.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if svc["metadata"].get("namespace") != meta.get("namespace") or not selector or any(
+                labels.get(k) != v for k, v in selector.items()):
+            continue
+        for port in spec.get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            number = named.get(target) if isinstance(target, str) else target
+            if number is not None and is_http2_port(port):
+                out.add(int(number))
+    return out
 
 
 def _inbound_ports(pod: Obj) -> list[tuple[int, int, int]]:
@@ -74,14 +96,23 @@ def _inbound_ports(pod: Obj) -> list[tuple[int, int, int]]:
 
 
 def build_inbound_clusters(state: MeshState, pod: Obj) -> list[Obj]:
-    """One STATIC cluster `inbound|<containerPort>||` per app port: the app itself on loopback."""
-    return [{
-        "name": inbound_cluster_name(container_port),
-        "type": "STATIC",
-        "connect_timeout": "10s",
-        "load_assignment": {"cluster_name": inbound_cluster_name(container_port), "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": socket_address(app_port)}}]}]},
-    } for container_port, _, app_port in _inbound_ports(pod)]
+    """One STATIC cluster `inbound|<containerPort>||` per app port: the app itself on loopback,
+    over HTTP/2 for a GRPC/HTTP2 service port (a gRPC server speaks nothing else)."""
+    http2 = _http2_container_ports(state, pod)
+    clusters = []
+    for container_port, _, app_port in _inbound_ports(pod):
+        cluster = {
+            "name": inbound_cluster_name(container_port),
+            "type": "STATIC",
+            "connect_timeout": "10s",
+            "load_assignment": {"cluster_name": inbound_cluster_name(container_port),
+                                "endpoints": [{"lb_endpoints": [
+                                    {"endpoint": {"address": socket_address(app_port)}}]}]},
+        }
+        if container_port in http2:
+            use_http2(cluster)
+        clusters.append(cluster)
+    return clusters
 
 
 def _outbound_listener(pod: Obj, files: ProxyFiles, port: int, side: Side,
@@ -129,12 +160,11 @@ def _inbound_listener(state: MeshState, pod: Obj, files: ProxyFiles, ports: tupl
                      "address": socket_address(public_port), "traffic_direction": "INBOUND"}
     if mode == STRICT:
         listener["filter_chains"] = [
-            chain("mtls", transport_socket=istio_mutual_downstream(files))]
+            chain("mtls", transport_socket=mutual_downstream(files))]
     elif mode == PERMISSIVE:
-        listener["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
-                                         "typed_config": {"@type": TLS_INSPECTOR_TYPE}}]
+        listener["listener_filters"] = [tls_inspector()]
         listener["filter_chains"] = [
-            chain("mtls", transport_socket=istio_mutual_downstream(files),
+            chain("mtls", transport_socket=mutual_downstream(files),
                   filter_chain_match={"transport_protocol": "tls"}),
             chain("plaintext", filter_chain_match={"transport_protocol": "raw_buffer"})]
     else:  # DISABLE

@@ -1,0 +1,60 @@
+"""Install Linkerd at cluster start, as `linkerd install | kubectl apply -f -` and
+`linkerd viz install | kubectl apply -f -` would: the objects of labs/manifests/
+linkerd-control-plane.yaml and linkerd-viz.yaml (rendered from upstream's install goldens; their
+headers say what differs), each created only when absent so a learner's edits survive a restart.
+
+The trust anchor and issuer come first (identity.py `ensure_identity_objects`, called by the
+daemon before this); linkerd-config's `values.identityTrustAnchorsPEM`, which `linkerd check`
+and `linkerd inject --manual` read, is then filled in from the trust-roots ConfigMap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import yaml
+
+from ...apiserver.api import ObjectApi
+from ...apiserver.errors import ApiError
+from ..install import MANIFESTS, install_manifest
+from .identity import NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY
+from .injection import CONFIG_MAP
+
+log = logging.getLogger(__name__)
+CONTROL_PLANE = MANIFESTS / "linkerd-control-plane.yaml"
+VIZ = MANIFESTS / "linkerd-viz.yaml"
+
+
+def install_linkerd(api: ObjectApi) -> int:
+    """Create what is missing of Linkerd's control plane and viz; returns how many objects."""
+    created = install_manifest(api, CONTROL_PLANE) + install_manifest(api, VIZ)
+    fill_trust_anchors(api)
+    return created
+
+
+def fill_trust_anchors(api: ObjectApi) -> bool:
+    """Put the trust-roots bundle into linkerd-config's values where it is still empty, as
+    `linkerd install` renders `identityTrustAnchorsPEM`; True when linkerd-config changed."""
+    configmaps = api.registry.lookup("", "v1", "configmaps")
+    assert configmaps is not None
+    config = api.find(configmaps, NAMESPACE, CONFIG_MAP)
+    roots = api.find(configmaps, NAMESPACE, TRUST_ROOTS_CONFIGMAP)
+    pem = ((roots or {}).get("data") or {}).get(TRUST_ROOTS_KEY, "")
+    if config is None or not pem:
+        return False
+    try:
+        values = yaml.safe_load((config.get("data") or {}).get("values") or "") or {}
+    except yaml.YAMLError:
+        log.error("%s/%s: `values` is not YAML; left as it is", NAMESPACE, CONFIG_MAP)
+        return False
+    if not isinstance(values, dict) or values.get("identityTrustAnchorsPEM"):
+        return False
+    values["identityTrustAnchorsPEM"] = pem
+    data = {**config["data"], "values": yaml.safe_dump(values, sort_keys=True, width=100)}
+    try:
+        api.update(configmaps, NAMESPACE, CONFIG_MAP, {**config, "data": data},
+                   validate=False, packaged=True)
+    except ApiError as err:
+        log.error("could not fill in %s/%s: %s", NAMESPACE, CONFIG_MAP, err.message)
+        return False
+    return True
