@@ -1,0 +1,3 @@
+"""The `linkerd` command for meshlab's embedded cluster (version, check, inject, uninject,
+identity); other clusters are handed to the real binary that `meshlab tools install` puts in
+.tools/bin."""
