@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from labs.embedded.apps.catalog import APPS, SIDECAR, app_for, repository
+from labs.embedded.apps.prometheus import IMAGE_REPOSITORY as PROMETHEUS_IMAGE
 from labs.embedded.loopback import free_port
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "labs" / "manifests"
@@ -433,12 +435,16 @@ def test_manifests_parse_and_every_image_is_in_the_catalog() -> None:
     names = {p.name for p in MANIFESTS.glob("*.yaml")}
     assert {"bookinfo.yaml", "httpbin.yaml", "curl.yaml", "fortio.yaml",
             "ext-authz.yaml"} <= names
-    # The Prometheus addon's image runs the real Prometheus (labs.embedded.apps.prometheus),
-    # not a catalog app.
-    images = [(n, i) for n, i in manifest_images() if n != "prometheus.yaml"]
-    # 6 bookinfo + httpbin + curl + fortio + ext-authz + the ingress gateway's proxyv2 (SIDECAR)
-    # + Istio's Jaeger, Grafana and Kiali addons
-    assert len(images) == 14
+    # Prometheus (Istio's addon, linkerd-viz's) runs the real Prometheus
+    # (labs.embedded.apps.prometheus), not a catalog app.
+    images = [(n, i) for n, i in manifest_images() if repository(i) != PROMETHEUS_IMAGE]
+    expected = {
+        "bookinfo.yaml": 6, "httpbin.yaml": 1, "curl.yaml": 1, "fortio.yaml": 1,
+        "ext-authz.yaml": 1, "istio-ingressgateway.yaml": 1,  # the gateway's proxyv2
+        "jaeger.yaml": 1, "grafana.yaml": 1, "kiali.yaml": 1,  # Istio's addons
+        "podinfo.yaml": 1, "flagger-loadtester.yaml": 1, "emojivoto.yaml": 4,
+        "linkerd-control-plane.yaml": 5, "linkerd-viz.yaml": 4}
+    assert Counter(n for n, _ in images) == expected
     for name, image in images:
         assert app_for(image) is not None, f"{name}: {image}"
     assert {repository(image) for _, image in images} <= set(APPS)
