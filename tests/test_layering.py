@@ -186,6 +186,10 @@ FLOORS = [
     Floor("linkerd-not-istio", (f"{EMBEDDED}.mesh.linkerd",), (f"{EMBEDDED}.mesh.istio",), True,
           "each mesh's control plane is its own package: what Linkerd does is found in "
           "mesh/linkerd, over the shared machinery in mesh/"),
+    Floor("flagger-through-api-objects", (f"{EMBEDDED}.flagger",),
+          (f"{EMBEDDED}.mesh", f"{EMBEDDED}.runtime"), True,
+          "Flagger drives every mesh through the objects it writes (VirtualService, HTTPRoute, "
+          "TrafficSplit) and reads metrics from Prometheus, as upstream's controller does"),
     Floor("learner-side-through-labs-cluster",
           ("labs.traffic", "labs.proxy", "labs.authz", "labs.checks", "labs.board"),
           (EMBEDDED,), False,
