@@ -90,14 +90,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.running else 3
 
 
-def _learner_workspace(args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+def learner_workspace(workspace: str | None, env: dict[str, str]) -> list[str]:
     """Create or update the learner's workspace; the JupyterLab options that open it in
-    learner mode (instructor tools off, the course home first)."""
+    learner mode (instructor tools off, the course home first). Also used by the JupyterHub
+    single-user launcher (labs/hub/singleuser.py)."""
     from labs.workspace.home import HOME_NOTEBOOK
     from labs.workspace.jupyter import learner_config_dir
     from labs.workspace.sync import WORKSPACE_ENV, Workspace, workspace_root
 
-    root = workspace_root(args.workspace)
+    root = workspace_root(workspace)
     for line in Workspace(root).sync(load_catalog()).messages():
         print(line, flush=True)
     config = learner_config_dir(root)
@@ -113,7 +114,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MESHLAB_CLUSTER": cluster.name,
            "MESHLAB_STATE_DIR": str(cluster.paths.root)}
     where = ([f"--ServerApp.root_dir={COURSE_ROOT}"] if args.instructor
-             else _learner_workspace(args, env))
+             else learner_workspace(args.workspace, env))
     command = [sys.executable, "-m", "jupyterlab", *where,
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}"]
     if args.no_browser:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from labs.catalog import load_catalog
 from labs.checks.command import add_context_option, selected, target
-from labs.cluster import CLUSTER_VARIABLES
+from labs.cluster import CLUSTER_VARIABLES, ClusterError
 from labs.workspace.catchup import reset, solve
 
 PROGRESS_HELP = "your progress per lab: checks passed, points, solutions shown"
@@ -41,6 +41,11 @@ def configure_reset(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("lab", metavar="LAB", nargs="?",
                         help="the lab to start over, e.g. day1.traffic (default: every lab)")
+    parser.add_argument("--lab", dest="lab_option", metavar="LAB", help="the same as LAB")
+    parser.add_argument("--student", metavar="NAME", help="instructor: reset this student's "
+                        "cluster, found in --roster (embedded or kube context)")
+    parser.add_argument("--roster", metavar="FILE", help="with --student: the YAML or CSV "
+                        "roster of `meshlab board` and `meshlab workshop`")
 
 
 def workspace_root(explicit: str | None) -> Path:
@@ -77,8 +82,21 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
+    from labs.workspace.student_reset import student_cluster
+
+    if args.lab and args.lab_option and args.lab != args.lab_option:
+        raise ClusterError(f"two labs given ({args.lab}, {args.lab_option}): give one")
+    if args.student and (args.name or args.context or args.state_dir):
+        raise ClusterError("--student finds the cluster in --roster: leave out --name, "
+                           "--context and --state-dir")
+    if args.roster and not args.student:
+        raise ClusterError("--roster goes with --student NAME (whose cluster to reset)")
     catalog = load_catalog()
-    labs = [catalog.lab(args.lab)] if args.lab else catalog.labs
-    reset(labs, target(args))
-    print(f"reset {', '.join(lab.id for lab in labs)}: run the lab again from its first cell")
+    chosen = args.lab or args.lab_option
+    labs = [catalog.lab(chosen)] if chosen else catalog.labs
+    cluster = student_cluster(args.roster, args.student) if args.student else target(args)
+    reset(labs, cluster)
+    who = f"student {args.student}: " if args.student else ""
+    print(f"{who}reset {', '.join(lab.id for lab in labs)}: run the lab again from its first "
+          "cell")
     return 0
