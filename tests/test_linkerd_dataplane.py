@@ -259,9 +259,12 @@ def test_proxy_metrics_are_linkerds(l5d: MeshNamespace) -> None:
     server_id = identity_name(l5d.name, "strict-web")
     authority = f"strict-web.{l5d.name}.svc.cluster.local:80"
 
-    def counted() -> str:
+    def counted() -> str:  # all three: the telemetry server reads the lines in batches
         text = _metrics(l5d, "curl")
-        return text if f'server_id="{server_id}"' in text else ""
+        ok = [ln for ln in text.splitlines() if ln.startswith("response_total{")
+              and authority in ln and f'server_id="{server_id}"' in ln
+              and 'status_code="200"' in ln]
+        return text if ok and int(ok[0].rsplit(" ", 1)[1]) >= 3 else ""
     text = poll(counted, "the client proxy's metrics", timeout=20, interval=0.3)
     lines = text.splitlines()
     assert lines[:2] == ["# HELP request_total Total count of HTTP requests.",
@@ -402,12 +405,18 @@ def test_metrics_render_linkerds_format_from_log_lines() -> None:
         "# HELP response_latency_ms Elapsed times between a request's headers being received "
         "and its response stream completing\n# TYPE response_latency_ms histogram\n"
         "# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n"
+        "# HELP inbound_http_authz_allow_total The total number of inbound HTTP requests that "
+        "were authorized\n# TYPE inbound_http_authz_allow_total counter\n"
+        "# HELP inbound_http_authz_deny_total The total number of inbound HTTP requests that "
+        "could not be authorized\n# TYPE inbound_http_authz_deny_total counter\n"
         "# HELP tcp_open_connections Number of currently-open connections\n"
         "# TYPE tcp_open_connections gauge\n")
     assert asyncio.run(metrics.render("shop_other_u2")) is None
     metrics.ingest(folder, [
-        {"direction": "inbound", "port": "80", "policy": "all-unauthenticated", "tls": None,
-         "client_id": None, "response_code": "503", "duration": "7"},
+        {"direction": "inbound", "port": "80",
+         "route": "|default|all-unauthenticated||default|default",
+         "authz": "000||default|all-unauthenticated", "tls": None, "client_id": None,
+         "response_code": "503", "duration": "7"},
         {"direction": "outbound", "authority": None, "upstream_host": None, "tls": None,
          "response_code": "502", "duration": "0"},  # no Service by that name: not counted
     ])

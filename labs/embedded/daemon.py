@@ -50,6 +50,7 @@ from .mesh.istio.injection import register_injection
 from .mesh.linkerd import injection as linkerd_injection
 from .mesh.linkerd.identity import ensure_identity_objects
 from .mesh.linkerd.install import install_linkerd
+from .mesh.linkerd.policy_validation import register_policy_validation
 
 if TYPE_CHECKING:
     from .mesh.istio.controlplane import MeshControlPlane
@@ -248,6 +249,7 @@ class Daemon:
         register_injection(api)
         linkerd_injection.register_injection(api)  # after Istio's, as webhooks run by name
         register_istio_validation(api)
+        register_policy_validation(api)
         mesh = Mesh(api, paths.dir)
         runtime = PodRuntime(api, paths.dir, node_name=f"{paths.name}-control-plane",
                              forwarder_port=mesh.forwarder.port,

@@ -39,6 +39,7 @@ from .identity import (
     IdentityError,
     LinkerdIssuer,
 )
+from .routing import RoutingWriter
 from .state import TRUST_ANCHORS_ENV, LinkerdState, proxy_env
 from .xds import build_proxy
 
@@ -46,7 +47,20 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 DEBOUNCE = 0.015  # seconds, as Istio's control plane: folds a burst of changes into one pass
 KINDS = {"namespaces": ("", "v1", "namespaces"), "services": ("", "v1", "services"),
-         "endpoints": ("", "v1", "endpoints"), "pods": ("", "v1", "pods")}
+         "endpoints": ("", "v1", "endpoints"), "pods": ("", "v1", "pods"),
+         # inbound policy (policy.py), each kind at its CRD's storage version
+         "servers": ("policy.linkerd.io", "v1beta3", "servers"),
+         "server_authorizations": ("policy.linkerd.io", "v1beta1", "serverauthorizations"),
+         "authorization_policies": ("policy.linkerd.io", "v1alpha1", "authorizationpolicies"),
+         "meshtls_authentications": ("policy.linkerd.io", "v1alpha1",
+                                     "meshtlsauthentications"),
+         "network_authentications": ("policy.linkerd.io", "v1alpha1",
+                                     "networkauthentications"),
+         "linkerd_http_routes": ("policy.linkerd.io", "v1beta3", "httproutes"),
+         "gateway_http_routes": ("gateway.networking.k8s.io", "v1", "httproutes"),
+         # outbound routing (routing.py)
+         "service_profiles": ("linkerd.io", "v1alpha2", "serviceprofiles"),
+         "traffic_splits": ("split.smi-spec.io", "v1alpha1", "trafficsplits")}
 KEYS = frozenset(f"{group}/{plural}" for group, _, plural in KINDS.values())
 IDENTITY_OBJECTS = {("/configmaps", NAMESPACE, TRUST_ROOTS_CONFIGMAP),
                     ("/secrets", NAMESPACE, ISSUER_SECRET)}
@@ -61,8 +75,8 @@ def snapshot(api: ObjectApi) -> LinkerdState:
     lists: dict[str, list[Obj]] = {}
     for attribute, (group, version, plural) in KINDS.items():
         rt = api.registry.lookup(group, version, plural)
-        assert rt is not None
-        lists[attribute] = api.list(rt, None)[0]
+        # a kind whose CRD is not registered (an API without the course CRDs) has no objects
+        lists[attribute] = api.list(rt, None)[0] if rt is not None else []
     configmaps = api.registry.lookup("", "v1", "configmaps")
     secrets = api.registry.lookup("", "v1", "secrets")
     assert configmaps is not None and secrets is not None
@@ -84,6 +98,7 @@ class LinkerdControlPlane:
         self.observers: list[Callable[[LinkerdState], None]] = []
         self.cert_ttl = default_ttl()
         self.writer = XdsWriter()
+        self.routing = RoutingWriter(api)  # HTTPRoute status, linkerd-smi's ServiceProfiles
         self.passes = 0
         self.last_pass_ms = 0.0
         self._issuer: LinkerdIssuer | None = None
@@ -169,6 +184,10 @@ class LinkerdControlPlane:
             self.writer.forget(self._proxies[uid])
             self._certs.pop(uid, None)
         self._proxies = live
+        try:
+            self.routing.write(state)
+        except Exception:
+            log.exception("writing Linkerd's HTTPRoute status and SMI ServiceProfiles failed")
         for observe in self.observers:
             try:
                 observe(state)

@@ -9,14 +9,15 @@ label names and order, and the latency buckets follow linkerd2-proxy
 `request_total`, `response_latency_ms` and `response_total`, with `direction`, `authority`
 (outbound only, as by default), `target_addr`/`target_ip`/`target_port`, `tls` with
 `server_id`/`client_id` or `no_tls_reason`, the destination controller's `dst_*` labels on
-outbound, the default policy's `srv_*`/`route_*`/`authz_*` labels on inbound, and
+outbound, the policy decision's `srv_*`/`route_*`/`authz_*` labels on inbound (policy.py;
+an unauthorized request has empty `authz_*`), and
 `status_code`, `classification`, `grpc_status`, `error` on responses (5xx is a failure).
 `tcp_open_connections` (`linkerd/transport-metrics`) is given for the outbound side
 (`peer="dst"`, per endpoint, the labels of `OutboundEndpointLabels`), read at each scrape from
 the Envoy's own per-host `cx_active` (its admin `/clusters?format=json`), for every endpoint it
 has connected to. Not emulated: inbound `tcp_open_connections` (Envoy counts connections per
 listener, not per client identity), the other TCP families (`tcp_open_total`,
-`tcp_read_bytes_total`, ...), the route-level and authorization families, gRPC status
+`tcp_read_bytes_total`, ...), the route-level families and `inbound_tcp_authz_*`, gRPC status
 classification, and the `dst_zone` of a node (always "", locality "unknown").
 """
 
@@ -40,6 +41,7 @@ from ...workload import (
 from ..envoy import ADDRESS
 from ..kube_state import service_account
 from .identity import pod_identity_name
+from .policy import DENIED_DETAILS, parse_authz, parse_route
 from .state import LinkerdState
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ HELP = {
                            "response stream completing",
     "response_total": "Total count of HTTP responses.",
     "tcp_open_connections": "Number of currently-open connections",
+    # linkerd2-proxy `linkerd/app/inbound/src/metrics/authz.rs`
+    "inbound_http_authz_allow_total": "The total number of inbound HTTP requests that were "
+                                      "authorized",
+    "inbound_http_authz_deny_total": "The total number of inbound HTTP requests that could not "
+                                     "be authorized",
 }
 CONTROL_PLANE_NS_LABEL = "linkerd.io/control-plane-ns"
 
@@ -140,6 +147,8 @@ class ProxyCounters:
     requests: dict[Labels, int] = field(default_factory=dict)
     responses: dict[Labels, int] = field(default_factory=dict)  # prefix + status + class
     latency: dict[Labels, _Latency] = field(default_factory=dict)  # prefix + status
+    authz_allow: dict[Labels, int] = field(default_factory=dict)
+    authz_deny: dict[Labels, int] = field(default_factory=dict)
 
     def record(self, prefix: Labels, status: str, duration_ms: float) -> None:
         self.requests[prefix] = self.requests.get(prefix, 0) + 1
@@ -165,7 +174,44 @@ class ProxyCounters:
             out.append(f"response_latency_ms_count{{{text}}} {cumulative}")
         out += _help("response_total", "counter")
         out += [f"response_total{{{_text(k)}}} {v}" for k, v in self.responses.items()]
+        for family, counts in (("inbound_http_authz_allow_total", self.authz_allow),
+                               ("inbound_http_authz_deny_total", self.authz_deny)):
+            out += _help(family, "counter")
+            out += [f"{family}{{{_text(k)}}} {v}" for k, v in counts.items()]
         return out
+
+
+def _inbound_tls(line: Obj) -> Labels:
+    if _absent(line.get("tls")):
+        return (("tls", "no_identity"), ("no_tls_reason", "no_tls_from_remote"))
+    return (("tls", "true"), ("client_id", str(line.get("client_id") or "")))
+
+
+def _meta_labels(prefix: str, meta: tuple[str, str, str] | None) -> Labels:
+    group, kind, name = meta or ("", "", "")
+    return ((f"{prefix}_group", group), (f"{prefix}_kind", kind), (f"{prefix}_name", name))
+
+
+def _decision(line: Obj) -> tuple[Labels, Labels, Labels, Labels]:
+    """An inbound line's target, `srv_*` (with `srv_port`), `route_*` and `authz_*` labels
+    (the inbound HCM's fields, xds.py)."""
+    port = str(line.get("port", ""))
+    server, route = parse_route(line.get("route")) or (None, None)
+    return (_target(f"{ADDRESS}:{port}"), (*_meta_labels("srv", server), ("srv_port", port)),
+            _meta_labels("route", route), _meta_labels("authz", parse_authz(line.get("authz"))))
+
+
+def _count_authz(counters: ProxyCounters, line: Obj) -> None:
+    """`inbound_http_authz_allow_total` for an authorized request, `..._deny_total` for one
+    Envoy's RBAC refused (a request no route matched is neither)."""
+    target, server, route, authz = _decision(line)
+    tls = _inbound_tls(line)
+    if parse_authz(line.get("authz")) is not None:
+        key = (*target, *server, *route, *authz, *tls)
+        counters.authz_allow[key] = counters.authz_allow.get(key, 0) + 1
+    elif str(line.get("details") or "").startswith(DENIED_DETAILS):
+        key = (*target, *server, *route, *tls)
+        counters.authz_deny[key] = counters.authz_deny.get(key, 0) + 1
 
 
 class LinkerdMetrics:
@@ -199,6 +245,8 @@ class LinkerdMetrics:
             except (TypeError, ValueError):
                 duration = 0.0
             counters.record(prefix, str(line.get("response_code") or "0"), duration)
+            if line.get("direction") == "inbound":
+                _count_authz(counters, line)
 
     async def render(self, pod_dir: str) -> str | None:
         """The proxy's families (headers only for what it has not served yet); None for a pod
@@ -249,16 +297,9 @@ class LinkerdMetrics:
         """The labels before `status_code`; None for a line that is no proxied request (an
         outbound request for no known Service)."""
         if line.get("direction") == "inbound":
-            port, policy = str(line.get("port", "")), str(line.get("policy", ""))
-            if _absent(line.get("tls")):
-                tls: Labels = (("tls", "no_identity"), ("no_tls_reason", "no_tls_from_remote"))
-            else:
-                tls = (("tls", "true"), ("client_id", str(line.get("client_id") or "")))
-            return (("direction", "inbound"), *_target(f"{ADDRESS}:{port}"), *tls,
-                    ("srv_group", ""), ("srv_kind", "default"), ("srv_name", policy),
-                    ("srv_port", port), ("route_group", ""), ("route_kind", "default"),
-                    ("route_name", "default"), ("authz_group", ""), ("authz_kind", "default"),
-                    ("authz_name", policy))
+            target, server, route, authz = _decision(line)
+            return (("direction", "inbound"), *target, *_inbound_tls(line), *server, *route,
+                    *authz)
         authority, host = line.get("authority"), line.get("upstream_host")
         if _absent(authority) or _absent(host):
             return None

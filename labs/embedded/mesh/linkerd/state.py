@@ -1,14 +1,14 @@
 """A snapshot of what Linkerd's control plane reads: the Kubernetes objects every mesh reads
 (KubeState) plus Linkerd's identity objects. Builders (xds.py) are pure functions of it.
 
-Linkerd's policy kinds (Server, AuthorizationPolicy, HTTPRoute...) are not read: every proxy
-uses its default inbound policy (the `config.linkerd.io/default-inbound-policy` fixed into its
-environment at injection).
+The policy kinds (Server, AuthorizationPolicy, HTTPRoute...) are read for policy.py; where no
+Server selects a port, its proxy's default inbound policy (the
+`config.linkerd.io/default-inbound-policy` fixed into its environment at injection) applies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...workload import LINKERD_PROXY_CONTAINER, has_linkerd_proxy, running_containers
 from ..kube_state import Endpoint, KubeState, Obj
@@ -25,6 +25,18 @@ class LinkerdState(KubeState):
 
     trust_roots: Obj | None = None
     issuer: Obj | None = None
+    # policy.linkerd.io's inbound policy kinds (policy.py reads them)
+    servers: list[Obj] = field(default_factory=list)
+    server_authorizations: list[Obj] = field(default_factory=list)
+    authorization_policies: list[Obj] = field(default_factory=list)
+    meshtls_authentications: list[Obj] = field(default_factory=list)
+    network_authentications: list[Obj] = field(default_factory=list)
+    # HTTPRoutes of both groups: a Server parent makes one an inbound policy route
+    linkerd_http_routes: list[Obj] = field(default_factory=list)
+    gateway_http_routes: list[Obj] = field(default_factory=list)
+    # outbound routing (routing.py): ServiceProfiles, and SMI TrafficSplits for the adaptor
+    service_profiles: list[Obj] = field(default_factory=list)
+    traffic_splits: list[Obj] = field(default_factory=list)
 
     def proxy_pods(self) -> list[Obj]:
         """Pods with a `linkerd-proxy`, not being deleted."""
