@@ -1,6 +1,7 @@
 """`linkerd` against a running embedded cluster: the installed control plane, injection through
 `kubectl apply`, the docs' pipe `kubectl get deploy -o yaml | linkerd inject - | kubectl apply
--f -`, `linkerd check` against upstream's golden, `version`, `identity`, and bad input.
+-f -`, `linkerd check` against upstream's golden, `version`, `identity`, and bad input; linkerd-viz
+installed on demand (`linkerd viz install | kubectl apply -f -`), then seen by `linkerd check`.
 
 Every command is the real console script and the real kubectl, on loopback only.
 """
@@ -116,11 +117,7 @@ def workloads(cluster: ClusterRef) -> Iterator[Workloads]:
             cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def test_control_plane_and_viz_pods_become_ready(cluster: ClusterRef) -> None:
-    expected = {"linkerd": {"linkerd-destination", "linkerd-identity", "linkerd-proxy-injector"},
-                "linkerd-viz": {"metrics-api", "tap", "tap-injector", "web"}
-                | ({"prometheus"} if shutil.which("prometheus") else set())}
-
+def deployments_available(cluster: ClusterRef, expected: dict[str, set[str]]) -> None:
     def ready() -> bool:
         for namespace, deployments in expected.items():
             listed = json.loads(kubectl(cluster, "get", "deployments", "-n", namespace, "-o",
@@ -130,13 +127,18 @@ def test_control_plane_and_viz_pods_become_ready(cluster: ClusterRef) -> None:
             if not deployments <= available:
                 return False
         return True
-    poll(ready, "Linkerd's control plane and viz available", timeout=90, interval=0.5)
+    poll(ready, f"deployments available: {expected}", timeout=90, interval=0.5)
+
+
+def test_control_plane_pods_become_ready_without_viz(cluster: ClusterRef) -> None:
+    deployments_available(cluster, {"linkerd": {"linkerd-destination", "linkerd-identity",
+                                                "linkerd-proxy-injector"}})
     services = kubectl(cluster, "get", "services", "-n", "linkerd", "-o", "name").split()
     assert {"service/linkerd-dst", "service/linkerd-identity", "service/linkerd-policy",
             "service/linkerd-proxy-injector"} <= set(services)
-    prometheus = json.loads(kubectl(cluster, "get", "service", "prometheus", "-n",
-                                    "linkerd-viz", "-o", "json"))
-    assert [p["port"] for p in prometheus["spec"]["ports"]] == [9090]
+    # viz comes on demand, as in the docs: not at cluster start
+    absent = cluster.kubectl("get", "namespace", "linkerd-viz", timeout=TIMEOUT_S)
+    assert absent.returncode == 1 and "NotFound" in absent.stderr
 
 
 def test_version(cluster: ClusterRef, workloads: Workloads) -> None:
@@ -180,13 +182,10 @@ def test_check_proxy_follows_upstreams_golden(workloads: Workloads) -> None:
     upstream = [entry for entry in check_lines((GOLDEN / "check.proxy.golden").read_text())
                 if entry[2] != SKIPPED_WITHOUT_POD_CIDR]
     everything = check_lines(done.stdout)
-    ours, viz = everything[:len(upstream)], everything[len(upstream):]
+    ours = everything  # no viz installed: the core checks only, as the golden
     assert [(c, d) for c, _, d in ours] == [(c, d) for c, _, d in upstream]
     warned = {d for _, glyph, d in ours if glyph == "\u203c"}
     assert warned == EMULATION_WARNINGS
-    # then `linkerd viz check --proxy`'s categories (the golden covers the core checks only)
-    assert [c for c, _, _ in viz] == ["linkerd-viz"] * 14 + ["linkerd-viz-data-plane"] * 3
-    assert ("linkerd-viz", "\u221a", "viz extension pods are running") in viz
     assert "\u00d7" not in {glyph for _, glyph, _ in ours}
     # a warning says why, then where to look, as upstream's hints do
     assert ("\u203c control plane proxies are healthy\n    the embedded cluster runs Linkerd's "
@@ -197,11 +196,8 @@ def test_check_proxy_follows_upstreams_golden(workloads: Workloads) -> None:
 def test_check_json(workloads: Workloads) -> None:
     done = run(workloads.cluster, "check", "-o", "json", "--wait", "60s")
     assert done.returncode == 0, done.stdout
-    # upstream prints the core checks' document, then the viz extension's
-    result, end = json.JSONDecoder().raw_decode(done.stdout)
-    viz = json.loads(done.stdout[end:])
-    assert result["success"] is True and viz["success"] is True
-    assert [c["categoryName"] for c in viz["categories"]] == ["linkerd-viz"]
+    result = json.loads(done.stdout)  # one document: no extension is installed
+    assert result["success"] is True
     names = [c["categoryName"] for c in result["categories"]]
     assert names == ["kubernetes-api", "kubernetes-version", "gateway-api-crd",
                      "linkerd-existence", "linkerd-config", "linkerd-identity",
@@ -327,3 +323,46 @@ def test_check_proxy_in_all_namespaces(workloads: Workloads) -> None:
     assert done.returncode == 0, done.stdout
     assert "\u221a data plane proxies are ready\n" in done.stdout
     assert "\u221a data plane proxies certificate match CA\n" in done.stdout
+
+
+def test_viz_on_demand_then_check_sees_it(cluster: ClusterRef) -> None:
+    """The docs' `linkerd viz install | kubectl apply -f -`, `linkerd viz check`, `linkerd
+    check` (now with the extension's document), and `linkerd viz uninstall | kubectl delete`."""
+    installed = run(cluster, "viz", "install")
+    assert installed.returncode == 0 and "kind: Namespace" in installed.stdout
+    assert "${" not in installed.stdout  # the pinned versions are filled in
+    applied = kubectl(cluster, "apply", "-f", "-", input=installed.stdout)
+    assert "namespace/linkerd-viz created" in applied
+    try:
+        deployments_available(cluster, {"linkerd-viz": {"metrics-api", "tap", "tap-injector",
+                                                        "web"}
+                                         | ({"prometheus"} if shutil.which("prometheus")
+                                            else set())})
+        prometheus = json.loads(kubectl(cluster, "get", "service", "prometheus", "-n",
+                                        "linkerd-viz", "-o", "json"))
+        assert [p["port"] for p in prometheus["spec"]["ports"]] == [9090]
+        viz = run(cluster, "viz", "check", "--wait", "60s")
+        assert viz.returncode == 0, viz.stdout
+        categories = [c for c, _, _ in check_lines(viz.stdout)]
+        assert categories == ["kubernetes-api"] * 2 + ["linkerd-existence"] * 7 + \
+            ["linkerd-viz"] * 14
+        assert ("linkerd-viz", "\u221a", "viz extension pods are running") in \
+            check_lines(viz.stdout)
+        done = run(cluster, "check", "-o", "json", "--wait", "60s")
+        result, end = json.JSONDecoder().raw_decode(done.stdout)
+        extension = json.loads(done.stdout[end:])  # upstream: the core document, then viz's
+        assert result["success"] is True and extension["success"] is True
+        assert [c["categoryName"] for c in extension["categories"]] == ["linkerd-viz"]
+    finally:
+        removal = run(cluster, "viz", "uninstall")
+        assert removal.returncode == 0, removal.stderr
+        assert "kind: Namespace" in removal.stdout and "name: linkerd-viz" in removal.stdout
+        kubectl(cluster, "delete", "-f", "-", input=removal.stdout)
+    poll(lambda: cluster.kubectl("get", "namespace", "linkerd-viz",
+                                 timeout=TIMEOUT_S).returncode == 1,
+         "linkerd-viz deleted", timeout=90, interval=1)
+    gone = run(cluster, "viz", "uninstall")
+    assert (gone.returncode, gone.stderr) == (
+        1, "Error: could not find the linkerd-viz extension\n")
+    again = run(cluster, "check", "-o", "json", "--wait", "60s")
+    assert json.loads(again.stdout)["success"] is True  # one document again

@@ -144,7 +144,10 @@ def test_container_configuration_is_valid_and_keeps_written_targets(tmp_path: Pa
     jobs = yaml.safe_load(Path(config).read_text())["scrape_configs"]
     assert [(j["job_name"], j["file_sd_configs"][0]["files"]) for j in jobs] == [
         ("istio-mesh", [str(tmp_path / "targets" / "telemetry.json")]),
-        ("envoy-stats", [str(tmp_path / "targets" / "envoy.json")])]
+        ("envoy-stats", [str(tmp_path / "targets" / "envoy.json")]),
+        # linkerd-viz's jobs: the control plane fills them in for that Prometheus only
+        ("prometheus", [str(tmp_path / "targets" / "prometheus.json")]),
+        ("linkerd-proxy", [str(tmp_path / "targets" / "linkerd-proxy.json")])]
 
 
 def test_without_a_binary_the_container_exits_with_the_hint() -> None:

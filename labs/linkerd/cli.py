@@ -1,7 +1,9 @@
 """The `linkerd` console script: parse linkerd's flags, serve the embedded cluster, hand any
 other cluster to the real binary. Errors print as cobra does (`Error: ...` on stderr), exit 1.
 
-Commands (linkerd/linkerd2 `cli/cmd/`): `version`, `check`, `inject`, `uninject`, `identity`.
+Commands (linkerd/linkerd2 `cli/cmd/`): `version`, `check`, `inject`, `uninject`, `identity`,
+`diagnostics proxy-metrics`, and the viz extension's (`viz/cmd/`, labs/linkerd/viz):
+`viz install|uninstall|check|stat|edges|routes|authz|tap|top`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from labs.embedded.mesh.linkerd.injection import (
 )
 from labs.istioctl.cli import _context_namespace  # the kubeconfig context's namespace
 from labs.istioctl.handover import select
-from labs.linkerd import handover, healthcheck, identity, inject, viz_checks
+from labs.linkerd import diagnostics, handover, healthcheck, identity, inject, viz_checks
 from labs.linkerd.checks import Context
 from labs.linkerd.kube import Kube, KubeError
+from labs.linkerd.viz import cli as viz_cli
+from labs.linkerd.viz.prom import VizError
+from labs.linkerd.viz.resources import ResourceError, build_resource
 from labs.versions import version
 
 EXIT_ERROR = 1
@@ -104,6 +109,15 @@ def build_parser() -> Parser:
     ident.add_argument("pods", nargs="*")
     ident.add_argument("-n", "--namespace", default="", help="Namespace of the pod")
     ident.add_argument("-l", "--selector", default="", help="Selector (label query)")
+    diag = sub.add_parser("diagnostics", parents=[common],
+                          help="Commands used to diagnose Linkerd components")
+    diag_sub = diag.add_subparsers(dest="diagnostics_command", required=True,
+                                   parser_class=Parser)
+    metrics = diag_sub.add_parser("proxy-metrics", parents=[common],
+                                  help="Fetch metrics directly from Linkerd proxies")
+    metrics.add_argument("resource", help="po/NAME, deploy/NAME, ...")
+    metrics.add_argument("-n", "--namespace", default="", help="Namespace of resource")
+    viz_cli.add_parser(sub, common, _duration)
     return root
 
 
@@ -128,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}\nRun 'linkerd --help' for usage.", file=sys.stderr)
         return EXIT_ERROR
     except (ClusterError, KubeError, InjectionError, inject.InjectError,
-            identity.IdentityError) as exc:
+            identity.IdentityError, VizError, ResourceError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -151,6 +165,15 @@ def run(args: argparse.Namespace, ref: ClusterRef) -> int:
         return cmd_version(args, kube)
     if command == "check":
         return cmd_check(args, kube)
+    if command == "viz":
+        return cmd_viz(args, kube, ref)
+    if command == "diagnostics":
+        resource = build_resource(args.namespace or _context_namespace(ref), args.resource)
+        try:
+            sys.stdout.write(diagnostics.proxy_metrics(kube, resource))
+        except ValueError as err:
+            raise VizError(str(err)) from None
+        return 0
     return identity.cmd_identity(kube, args.pods, args.namespace or _context_namespace(ref),
                                  args.selector)
 
@@ -197,6 +220,25 @@ def cmd_check(args: argparse.Namespace, kube: Kube) -> int:
     runs = [healthcheck.core_categories(args.pre, args.proxy)]
     if not args.pre and viz_checks.installed(ctx):
         runs.append(viz_checks.categories(args.proxy))
+    return _run_checks(args, ctx, runs)
+
+
+def cmd_viz(args: argparse.Namespace, kube: Kube, ref: ClusterRef) -> int:
+    """`linkerd viz check` as viz/cmd/check.go: the kubernetes-api and linkerd-existence
+    categories, then the extension's; every other viz command in labs/linkerd/viz."""
+    if args.viz_command != "check":
+        return viz_cli.run(args, kube, ref,
+                           getattr(args, "namespace", "") or _context_namespace(ref), _duration)
+    ctx = Context(kube, version("LINKERD_VERSION"), control_plane_ns=args.linkerd_namespace,
+                  data_plane_ns=args.namespace or None)
+    core = [(name, checkers) for name, checkers in healthcheck.core_categories(False, False)
+            if name in ("kubernetes-api", "linkerd-existence")]
+    return _run_checks(args, ctx, [core + viz_checks.categories(args.proxy)])
+
+
+def _run_checks(args: argparse.Namespace, ctx: Context,
+                runs: list[list[tuple[str, list[healthcheck.Checker]]]]) -> int:
+    """Run each catalog, printing as `-o` asks; exit 1 when a check failed."""
     success, warning = True, False
     printer = healthcheck.TablePrinter(sys.stdout, short=args.output == "short")
     for catalog in runs:

@@ -19,6 +19,16 @@ a core (Prometheus and the Envoys' stats rendering); `pilot-agent request GET st
 admin API still show every stat. Upstream discovers the same targets with kubernetes_sd, which
 cannot see pods that are host processes.
 
+linkerd-viz's Prometheus (the same container in namespace `linkerd-viz`, installed by `linkerd
+viz install`) gets upstream's `linkerd-proxy` and `prometheus` jobs instead (linkerd/linkerd2
+viz/charts/linkerd-viz/templates/prometheus.yaml): every pod with a `linkerd-proxy` container
+whose `linkerd.io/control-plane-ns` is `linkerd`, at the host port of its `linkerd-admin` port
+(4191) `/metrics`, labelled as upstream's relabelling leaves it (`linkerd_proxy_labels`), every
+10 s (upstream's `globalConfig.scrape_interval`; kept, not measured shorter here, since
+`linkerd viz stat` reads rates over windows of at least 15 s). Each Prometheus' config has
+every job, and the control plane gives each container only its own targets (the others' lists
+stay empty), so Istio's addon never scrapes Linkerd's proxies and viz's never Istio's.
+
 Without a `prometheus` binary on the daemon's PATH the container prints
 `prometheus_missing_hint()` to its log and exits 1 (CrashLoopBackOff), and the pod's `Simulated`
 event is a Warning with the same hint; the rest of the cluster runs as usual. The daemon
@@ -45,7 +55,14 @@ import yaml
 from ..apps.catalog import repository
 from ..apps.http import add_port_option
 from ..apps.prometheus import IMAGE_REPOSITORY, prometheus_missing_hint
-from ..workload import host_ports, pod_dir_name, proxy_ports, workload_name
+from ..workload import (
+    LINKERD_PROXY_CONTAINER,
+    host_ports,
+    pod_dir_name,
+    proxy_ports,
+    running_containers,
+    workload_name,
+)
 from .kube_state import KubeState
 from .writer import write_atomic
 
@@ -54,6 +71,10 @@ Obj = dict[str, Any]
 # the addon's pod: namespace, the label `istioctl dashboard prometheus` selects it by, its port
 ADDON_NAMESPACE = "istio-system"
 ADDON_LABEL = ("app.kubernetes.io/name", "prometheus")
+VIZ_NAMESPACE = "linkerd-viz"  # linkerd-viz's Prometheus: the linkerd-proxy job
+LINKERD_CONTROL_PLANE_NS = "linkerd"
+LINKERD_ADMIN_PORT_NAME = "linkerd-admin"
+LINKERD_SCRAPE_INTERVAL = "10s"  # viz values.yaml prometheus.globalConfig.scrape_interval
 SERVER_PORT = 9090
 SCRAPE_INTERVAL = "1s"  # the telemetry server: Istio's standard metrics, what labs query
 PROXY_SCRAPE_INTERVAL = "15s"  # the Envoys' own stats, as often as upstream's addon scrapes
@@ -69,10 +90,13 @@ STATS_INCLUSION = {
         "downstream_cx_active"),
     "sidecar.istio.io/statsInclusionRegexps": (r"vhost\..*\.route\..*",),
 }
+CONTROL_PLANE_NS_LABEL = "linkerd.io/control-plane-ns"
 RETENTION = "1d"
 TARGETS_DIR = "targets"
 TELEMETRY_TARGETS = "telemetry.json"
 ENVOY_TARGETS = "envoy.json"
+LINKERD_TARGETS = "linkerd-proxy.json"
+SELF_TARGETS = "prometheus.json"
 CONFIG_FILE = "prometheus.yml"
 DATA_DIR = "data"
 
@@ -92,6 +116,11 @@ def scrape_config(targets_dir: Path) -> Obj:
             {"job_name": "envoy-stats", "metrics_path": "/stats/prometheus",
              "scrape_interval": PROXY_SCRAPE_INTERVAL,
              "file_sd_configs": [{"files": [str(targets_dir / ENVOY_TARGETS)]}]},
+            {"job_name": "prometheus", "scrape_interval": LINKERD_SCRAPE_INTERVAL,
+             "file_sd_configs": [{"files": [str(targets_dir / SELF_TARGETS)]}]},
+            {"job_name": "linkerd-proxy", "metrics_path": "/metrics",
+             "scrape_interval": LINKERD_SCRAPE_INTERVAL,
+             "file_sd_configs": [{"files": [str(targets_dir / LINKERD_TARGETS)]}]},
         ],
     }
 
@@ -133,6 +162,56 @@ def proxy_targets(state: KubeState) -> list[Obj]:
                 group_labels[key] = labels[key]
         group_labels["__param_filter"] = stats_filter(pod)
         groups.append({"targets": [f"127.0.0.1:{admin}"], "labels": group_labels})
+    return sorted(groups, key=lambda g: (g["labels"]["namespace"], g["labels"]["pod"]))
+
+
+def _label_name(name: str) -> str:
+    """A Kubernetes label's name as kubernetes_sd's `__meta_kubernetes_pod_label_*` has it."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def linkerd_proxy_labels(pod: Obj) -> dict[str, str]:
+    """The target labels upstream's `linkerd-proxy` relabel_configs leave: `namespace`, `pod`,
+    `k8s_job` from `linkerd.io/proxy-job`, `linkerd.io/proxy-*` -> `*` (so `deployment`; those
+    sources are then dropped), `linkerd.io/*` -> `*`, then every other pod label with
+    `linkerd_io_` stripped (the last labelmap wins, as in Prometheus)."""
+    meta = pod["metadata"]
+    raw = {_label_name(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    out = {"namespace": meta.get("namespace", ""), "pod": meta["name"]}
+    if "linkerd_io_proxy_job" in raw:
+        out["k8s_job"] = raw.pop("linkerd_io_proxy_job")
+    for name, value in raw.items():
+        if name.startswith("linkerd_io_proxy_"):
+            out[name.removeprefix("linkerd_io_proxy_")] = value
+    for name, value in raw.items():
+        if name.startswith("linkerd_io_") and not name.startswith("linkerd_io_proxy_"):
+            out[name.removeprefix("linkerd_io_")] = value
+    for name, value in raw.items():
+        if not name.startswith("linkerd_io_proxy_"):
+            out[name.removeprefix("linkerd_io_")] = value
+    return out
+
+
+def linkerd_proxy_targets(state: KubeState) -> list[Obj]:
+    """One file_sd group per pod upstream's `linkerd-proxy` job keeps: Pending or Running, a
+    `linkerd-proxy` container with a `linkerd-admin` port, control plane `linkerd`."""
+    groups = []
+    for pod in state.pods:
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") not in (
+                "Pending", "Running"):
+            continue
+        if (meta.get("labels") or {}).get(CONTROL_PLANE_NS_LABEL) != LINKERD_CONTROL_PLANE_NS:
+            continue
+        admin = [str(port["containerPort"]) for container in running_containers(pod)
+                 if container.get("name") == LINKERD_PROXY_CONTAINER
+                 for port in container.get("ports") or []
+                 if port.get("name") == LINKERD_ADMIN_PORT_NAME]
+        public = host_ports(pod)
+        if not admin or admin[0] not in public:
+            continue
+        groups.append({"targets": [f"127.0.0.1:{public[admin[0]]}"],
+                       "labels": linkerd_proxy_labels(pod)})
     return sorted(groups, key=lambda g: (g["labels"]["namespace"], g["labels"]["pod"]))
 
 
@@ -182,10 +261,18 @@ class PrometheusTargets:
         return self.pods_dir / pod_dir_name(pod) / container / TARGETS_DIR
 
     def update(self, state: KubeState) -> None:
-        files = {TELEMETRY_TARGETS: _dump(telemetry_targets(self.telemetry_port)),
-                 ENVOY_TARGETS: _dump(proxy_targets(state))}
+        istio = {TELEMETRY_TARGETS: _dump(telemetry_targets(self.telemetry_port)),
+                 ENVOY_TARGETS: _dump(proxy_targets(state)),
+                 LINKERD_TARGETS: _dump([]), SELF_TARGETS: _dump([])}
+        linkerd = {TELEMETRY_TARGETS: _dump([]), ENVOY_TARGETS: _dump([]),
+                   LINKERD_TARGETS: _dump(linkerd_proxy_targets(state))}
         written: dict[Path, str] = {}
         for pod, container in server_containers(state):
+            files = istio
+            if pod["metadata"].get("namespace") == VIZ_NAMESPACE:
+                own = host_ports(pod).get(str(SERVER_PORT))
+                files = {**linkerd, SELF_TARGETS: _dump(
+                    [{"targets": [f"127.0.0.1:{own}"]}] if own else [])}
             for name, text in files.items():
                 path = self.targets_dir(pod, container) / name
                 if self._written.get(path) != text:
@@ -220,7 +307,7 @@ def prepare(home: Path, binary: str, port: int) -> list[str]:
     targets = home / TARGETS_DIR
     targets.mkdir(parents=True, exist_ok=True)
     (home / DATA_DIR).mkdir(exist_ok=True)
-    for name in (TELEMETRY_TARGETS, ENVOY_TARGETS):
+    for name in (TELEMETRY_TARGETS, ENVOY_TARGETS, LINKERD_TARGETS, SELF_TARGETS):
         _create_empty(targets / name)
     write_atomic(home / CONFIG_FILE, yaml.safe_dump(scrape_config(targets), sort_keys=False))
     return [binary, f"--config.file={home / CONFIG_FILE}",

@@ -11,7 +11,9 @@ request id against the lines the caller's own sidecar wrote.
 Other meshes' proxies whose metrics are their own (Linkerd's, per proxy on its admin port) add a
 `ProxyMetrics` (`add_proxy_metrics`): the server tails `<pod dir>/<its container>/telemetry.log`
 the same way, hands it each pod's lines, and serves its text at `/proxies/<pod dir>/metrics`,
-where that proxy's own `/metrics` route leads.
+where that proxy's own `/metrics` route leads. `GET /proxies/tap?pods=<pod dir>,...` streams
+those proxies' lines as they are read (one JSON object a line, with its `pod_dir`): what
+`linkerd viz tap` and `top` show (labs/linkerd/viz/tap.py).
 
 Spans arrive from the sidecars' Zipkin tracers (`POST /api/v2/spans`) and are kept in memory,
 bounded, and served by the Zipkin v2 read API (`/api/v2/traces`, `/api/v2/trace/{id}`,
@@ -47,6 +49,8 @@ POLL_INTERVAL = 0.2
 # of /metrics reads the logs first anyway, so Prometheus never sees counts older than its scrape.
 IDLE_POLL_INTERVAL = 2.0
 SPAN_LIMIT = 10_000
+TAP_INTERVAL = 0.25  # seconds between reads of the logs while a tap stream is open
+TAP_QUEUE = 10_000  # lines a slow tap client may lag behind before lines are dropped
 UNKNOWN = "unknown"
 CLUSTER_NAME = "Kubernetes"  # Istio's default cluster id, in source_/destination_cluster
 # An inbound line whose caller cannot be told from its certificate alone waits this long for
@@ -558,6 +562,7 @@ class TelemetryServer:
         self._runner: web.AppRunner | None = None
         self._poller: asyncio.Task[None] | None = None
         self._proxy_metrics: list[ProxyMetrics] = []
+        self._taps: set[asyncio.Queue[Obj]] = set()
 
     def add_proxy_metrics(self, metrics: ProxyMetrics) -> None:
         self._proxy_metrics.append(metrics)
@@ -608,6 +613,10 @@ class TelemetryServer:
             self.ingest(lines)
         for (container, pod_dir), batch in theirs.items():
             owners[container].ingest(pod_dir, batch)
+            for queue in self._taps:
+                for line in batch:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait({**line, "pod_dir": pod_dir})
         return len(lines) + sum(map(len, theirs.values()))
 
     async def _poll(self) -> None:
@@ -629,6 +638,7 @@ class TelemetryServer:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/proxies/{pod_dir}/metrics", self._proxy_metrics_text)
+        app.router.add_get("/proxies/tap", self._tap)
         app.router.add_post("/api/v2/spans", self._post_spans)
         app.router.add_get("/api/v2/spans", self._span_names)
         app.router.add_get("/api/v2/traces", self._traces)
@@ -660,6 +670,33 @@ class TelemetryServer:
                 return web.Response(text=text, content_type="text/plain", charset="utf-8",
                                     headers={"X-Content-Type-Version": "0.0.4"})
         return web.Response(status=404, text=f"no proxy metrics for pod folder {pod_dir}\n")
+
+    async def _tap(self, request: web.Request) -> web.StreamResponse:
+        """Stream the lines the named pods' proxies write from now on, until the client goes."""
+        wanted = {p for p in request.query.get("pods", "").split(",") if p}
+        queue: asyncio.Queue[Obj] = asyncio.Queue(TAP_QUEUE)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        with contextlib.suppress(Exception):
+            await self.collect()  # what was logged before the tap started is not shown
+        self._taps.add(queue)
+        try:
+            while True:
+                try:
+                    await self.collect()
+                except Exception:
+                    log.exception("reading the proxies' access logs failed")
+                out = []
+                while not queue.empty():
+                    line = queue.get_nowait()
+                    if line["pod_dir"] in wanted:
+                        out.append(json.dumps(line) + "\n")
+                await response.write("".join(out).encode() or b"\n")  # a blank line: alive?
+                await asyncio.sleep(TAP_INTERVAL)
+        except ConnectionResetError:  # the client went
+            return response
+        finally:
+            self._taps.discard(queue)
 
     async def _post_spans(self, request: web.Request) -> web.Response:
         try:

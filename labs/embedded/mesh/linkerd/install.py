@@ -1,7 +1,9 @@
-"""Install Linkerd at cluster start, as `linkerd install | kubectl apply -f -` and
-`linkerd viz install | kubectl apply -f -` would: the objects of labs/manifests/
-linkerd-control-plane.yaml and linkerd-viz.yaml (rendered from upstream's install goldens; their
-headers say what differs), each created only when absent so a learner's edits survive a restart.
+"""Install Linkerd at cluster start, as `linkerd install | kubectl apply -f -` would: the
+objects of labs/manifests/linkerd-control-plane.yaml (rendered from upstream's install golden;
+its header says what differs), each created only when absent so a learner's edits survive a
+restart. linkerd-viz (`VIZ`, labs/manifests/linkerd-viz.yaml) is not: as in the docs, a learner
+installs it on demand with `linkerd viz install | kubectl apply -f -` (labs/linkerd/viz), which
+spares every cluster that does not use it a Prometheus and four twins.
 
 The trust anchor and issuer come first (identity.py `ensure_identity_objects`, called by the
 daemon before this); linkerd-config's `values.identityTrustAnchorsPEM`, which `linkerd check`
@@ -26,8 +28,8 @@ VIZ = MANIFESTS / "linkerd-viz.yaml"
 
 
 def install_linkerd(api: ObjectApi) -> int:
-    """Create what is missing of Linkerd's control plane and viz; returns how many objects."""
-    created = install_manifest(api, CONTROL_PLANE) + install_manifest(api, VIZ)
+    """Create what is missing of Linkerd's control plane; returns how many objects."""
+    created = install_manifest(api, CONTROL_PLANE)
     fill_trust_anchors(api)
     return created
 
