@@ -680,3 +680,16 @@ def test_iteration_strategies(cluster: ClusterRef, plain: str, name: str) -> Non
     steps += [f"Copying {key} template spec to {name}-primary.{plain}",
               "Routing all traffic to primary", f"Promotion completed! Scaling down {key}"]
     assert subsequence(steps, messages(kubectl)), messages(kubectl)
+
+
+def test_canary_without_spec_is_a_warning_not_a_crash(cluster: ClusterRef, plain: str) -> None:
+    """The schema does not require `spec`: such a Canary gets a Warning saying what is missing,
+    and the controller (and the cluster) go on serving."""
+    kubectl = Kubectl(cluster, plain)
+    kubectl("apply", "-f", "-", input="apiVersion: flagger.app/v1beta1\nkind: Canary\n"
+            "metadata:\n  name: empty\n")
+    poll(lambda: any("has no spec.targetRef.name" in m for m in messages(kubectl)),
+         "the Warning about the missing targetRef", timeout=30)
+    assert get(kubectl, "canary", "empty")["status"]["phase"] == "Initializing"
+    kubectl("delete", "canary", "empty")
+    assert cluster.kubectl("get", "ns", plain).returncode == 0  # the API still serves

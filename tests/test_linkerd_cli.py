@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import poll
+from linkerd_support import LINKERD, TIMEOUT_S, kubectl, run
 
 from labs.cluster import ClusterRef
 from labs.versions import version
 
-LINKERD = str(Path(sys.executable).parent / "linkerd")
 GOLDEN = Path(__file__).resolve().parent / "golden" / "linkerd"
-TIMEOUT_S = 120
 # What `linkerd check --proxy` shows as ‼ on the embedded cluster by design (each with its
 # reason), where upstream's golden, run on a real cluster with a version service, shows √.
 EMULATION_WARNINGS = {
@@ -43,21 +41,6 @@ EMULATION_WARNINGS = {
     "data plane is up-to-date"}
 # Upstream skips this check when no node exposes spec.podCIDR, as the embedded node does not.
 SKIPPED_WITHOUT_POD_CIDR = "cluster networks contains all node podCIDRs"
-
-
-def run(cluster: ClusterRef, *args: str, input: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MESHLAB_") and k != "KUBECONFIG"}
-    env["KUBECONFIG"] = str(cluster.kubeconfig)
-    return subprocess.run([LINKERD, *args], capture_output=True, text=True, input=input,
-                          timeout=TIMEOUT_S, env=env)
-
-
-def kubectl(cluster: ClusterRef, *args: str, input: str | None = None) -> str:
-    done = cluster.kubectl(*args, input=input, timeout=TIMEOUT_S)
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 def web_deployment(namespace: str) -> str:

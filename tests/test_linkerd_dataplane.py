@@ -44,7 +44,7 @@ from labs.embedded.mesh.linkerd.identity import (
 )
 from labs.embedded.mesh.linkerd.metrics import LinkerdMetrics
 from labs.embedded.mesh.linkerd.state import LinkerdState
-from labs.embedded.mesh.proxy_env import ProxyConfigError
+from labs.embedded.mesh.proxy_env import ProxyConfigError, xds_files
 from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.embedded.paths import pods_dir
 from labs.embedded.workload import (
@@ -546,7 +546,7 @@ def test_proxy_bootstrap_is_valid_for_envoy_and_bad_env_is_explained(tmp_path: P
     config = yaml.safe_load((home / "bootstrap.yaml").read_text())
     assert config["node"]["id"] == "linkerd-proxy~web-1.shop"
     assert "static_resources" not in config
-    assert proxy.xds_files(home).lds.read_text() == "resources: []\n"
+    assert xds_files(home).lds.read_text() == "resources: []\n"
     done = subprocess.run([*argv, "--mode", "validate"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr

@@ -20,7 +20,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import uuid
@@ -31,32 +30,17 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import poll
+from linkerd_support import LINKERD, kubectl, run
 
 from labs.cluster import ClusterRef
 from labs.embedded.mesh.prometheus import linkerd_proxy_labels
 from labs.linkerd.viz import authz, edges, routes, stat, tap, top
 
-LINKERD = str(Path(sys.executable).parent / "linkerd")
 GOLDEN = Path(__file__).resolve().parent / "golden" / "linkerd"
 MANIFEST = Path(__file__).resolve().parent.parent / "labs" / "manifests" / "emojivoto.yaml"
 TIMEOUT_S = 60
 STAT_HEADER = ["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
                "LATENCY_P99", "TCP_CONN"]
-
-
-def run(cluster: ClusterRef, *args: str, input: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MESHLAB_") and k != "KUBECONFIG"}
-    env["KUBECONFIG"] = str(cluster.kubeconfig)
-    return subprocess.run([LINKERD, *args], capture_output=True, text=True, input=input,
-                          timeout=TIMEOUT_S, env=env)
-
-
-def kubectl(cluster: ClusterRef, *args: str, input: str | None = None) -> str:
-    done = cluster.kubectl(*args, input=input, timeout=TIMEOUT_S)
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 # -- layouts against upstream's goldens (no cluster) ----------------------------------------

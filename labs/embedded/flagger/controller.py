@@ -43,7 +43,7 @@ class FlaggerController:
         with self.api.store.subscribe(CANARIES) as sub:
             rt = self.scheduler.canaries
             for cd in self.api.list(rt, None)[0]:
-                self._sync(cd)
+                self._sync_logged(cd)
             try:
                 while True:
                     event = await sub.queue.get()
@@ -53,10 +53,19 @@ class FlaggerController:
                     else:
                         current = self.api.find(rt, meta["namespace"], meta["name"])
                         if current is not None:
-                            self._sync(current)
+                            self._sync_logged(current)
             finally:
                 for key in list(self.jobs):
                     self._stop(key)
+
+    def _sync_logged(self, cd: Obj) -> None:
+        """One Canary that cannot be scheduled is logged; the others, and the cluster, go on."""
+        try:
+            self._sync(cd)
+        except Exception:
+            meta = cd.get("metadata") or {}
+            log.exception("Canary %s.%s could not be scheduled", meta.get("name"),
+                          meta.get("namespace"))
 
     def _sync(self, cd: Obj) -> None:
         """syncHandler + scheduleCanaries for one Canary."""

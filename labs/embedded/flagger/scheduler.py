@@ -89,6 +89,9 @@ class Scheduler:
             await self.events.warning(cd, err.message)
 
     async def _advance(self, cd: Obj) -> None:
+        if not spec.target_name(cd):
+            raise FlaggerError(f"{spec.key(cd)} has no spec.targetRef.name: name the Deployment "
+                               "whose new releases this Canary analyses")
         if cd["spec"].get("suspend"):
             await self.events.info(cd, "skipping canary run as object is suspended")
             return

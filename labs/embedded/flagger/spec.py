@@ -154,12 +154,14 @@ def strategy(cd: Obj) -> str:
 def service_names(cd: Obj) -> tuple[str, str, str]:
     """GetServiceNames: apex (`service.name` or the target's name), `-primary`, `-canary`."""
     spec = cd.get("spec") or {}
-    apex = (spec.get("service") or {}).get("name") or spec["targetRef"]["name"]
+    apex = (spec.get("service") or {}).get("name") or target_name(cd)
     return apex, f"{apex}-primary", f"{apex}-canary"
 
 
 def target_name(cd: Obj) -> str:
-    return str(cd["spec"]["targetRef"]["name"])
+    """`spec.targetRef.name`; "" when unset (the schema does not require a spec: the
+    scheduler refuses such a Canary with a Warning)."""
+    return str(((cd.get("spec") or {}).get("targetRef") or {}).get("name") or "")
 
 
 def key(cd: Obj) -> str:

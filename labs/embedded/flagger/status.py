@@ -45,7 +45,8 @@ def make_conditions(cd: Obj, phase: str) -> list[Obj] | None:
     """MakeStatusConditions: the new conditions, or None when Promoted already says this."""
     current = next((c for c in (cd.get("status") or {}).get("conditions") or []
                     if c.get("type") == "Promoted"), None)
-    status, message = condition_for(cd["spec"]["targetRef"].get("kind", "Deployment"), phase)
+    status, message = condition_for(
+        ((cd.get("spec") or {}).get("targetRef") or {}).get("kind", "Deployment"), phase)
     stamp = now()
     new = {"type": "Promoted", "status": status, "lastUpdateTime": stamp,
            "lastTransitionTime": stamp, "reason": phase, "message": message}

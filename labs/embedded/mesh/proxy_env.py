@@ -1,15 +1,22 @@
-"""What a mesh proxy's program (Istio's sidecar, Linkerd's proxy) reads from the environment the
-runtime sets (names: labs/embedded/workload.py), and the one host limit that stops an Envoy
-before it says why."""
+"""What a mesh proxy's program (Istio's sidecar, Linkerd's proxy) shares: reading the environment
+the runtime sets (names: labs/embedded/workload.py), writing its bootstrap and empty xDS files
+into the container's directory, the one host limit that stops an Envoy before it says why, and
+becoming Envoy (`execv`: the container's pid is Envoy's, Envoy's stdout its log)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ..workload import HOST_PORTS_ENV
+from .envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
+from .proxyfiles import ProxyFiles
+
+BOOTSTRAP_FILE = "bootstrap.yaml"
 
 INOTIFY_PER_ENVOY = 5  # Envoy watches its LDS/CDS/RDS and two SDS files
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -73,3 +80,31 @@ def check_inotify() -> None:
             f"{limit}; each sidecar Envoy needs {INOTIFY_PER_ENVOY}). Raise the limit with "
             f"`sudo sysctl -w fs.inotify.max_user_instances={COMFORTABLE_LIMIT}` "
             "(`./run lab` does it when run as root), or stop other clusters (`meshlab down`)")
+
+
+def xds_files(home: Path) -> ProxyFiles:
+    """Where a proxy whose container directory is `home` reads its configuration."""
+    return ProxyFiles(home / "xds")
+
+
+def start_files(home: Path, node: str, cluster: str, admin: int,
+                static_resources: dict[str, Any] | None = None) -> tuple[list[str], ProxyFiles]:
+    """Write the bootstrap and empty xDS files (Envoy starts before the control plane has
+    configured it); the Envoy command line and where its configuration will be."""
+    files = xds_files(home)
+    write_empty_xds(files)
+    path = home / BOOTSTRAP_FILE
+    write_bootstrap(path, bootstrap(node, cluster, admin, files, static_resources))
+    return envoy_command(path), files
+
+
+def exec_envoy(prepare: Callable[[Mapping[str, str]], list[str]], container: str) -> NoReturn:
+    """Check the host, build the command line from the environment and become Envoy; what is
+    missing is one line on stderr naming the container, and exit status 2."""
+    try:
+        check_inotify()
+        argv = prepare(os.environ)
+    except (ProxyConfigError, EnvoyNotFound) as exc:
+        print(f"{container}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    os.execv(argv[0], argv)

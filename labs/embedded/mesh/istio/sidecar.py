@@ -18,8 +18,6 @@ container stops Envoy, and Envoy's stdout (the access log) is the container's lo
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,13 +34,10 @@ from ...workload import (
     SIDECAR_TYPE,
     STATUS_PORT,
 )
-from ..envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
 from ..kube_state import TRUST_DOMAIN, Obj
 from ..listener_parts import http_listener, static_cluster
-from ..proxy_env import ProxyConfigError, check_inotify, host_ports, port, required
-from ..proxyfiles import ProxyFiles
+from ..proxy_env import ProxyConfigError, exec_envoy, host_ports, port, required, start_files
 
-BOOTSTRAP_FILE = "bootstrap.yaml"
 CONTAINER = "istio-proxy"
 
 
@@ -50,11 +45,6 @@ def node_id(pod: str, namespace: str, proxy_type: str = SIDECAR_TYPE) -> str:
     """Istio's node id: `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>`, the type being
     `sidecar` or `router` (a gateway)."""
     return f"{proxy_type}~127.0.0.1~{pod}.{namespace}~{namespace}.svc.{TRUST_DOMAIN}"
-
-
-def xds_files(home: Path) -> ProxyFiles:
-    """Where a sidecar whose container directory is `home` reads its configuration."""
-    return ProxyFiles(home / "xds")
 
 
 def status_resources(admin: int, host_ports: Mapping[str, int]) -> Obj:
@@ -84,26 +74,17 @@ def prepare(env: Mapping[str, str]) -> list[str]:
         raise ProxyConfigError(f"{PROXY_TYPE_ENV}={proxy_type!r}: expected one of "
                                  f"{', '.join(PROXY_TYPES)}")
     home = Path(required(env, "HOME", CONTAINER))
-    files = xds_files(home)
-    write_empty_xds(files)
-    path = home / BOOTSTRAP_FILE
     cluster = f"{env.get(SERVICE_CLUSTER_ENV) or pod}.{namespace}"
-    write_bootstrap(path, bootstrap(node_id(pod, namespace, proxy_type), cluster, admin, files,
-                                    status_resources(admin, host_ports(env))))
+    argv, files = start_files(home, node_id(pod, namespace, proxy_type), cluster, admin,
+                              status_resources(admin, host_ports(env)))
     print(f"{proxy_type} for {namespace}/{pod}: Envoy admin on 127.0.0.1:{admin}, outbound HTTP "
           f"proxy on 127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",
           flush=True)
-    return envoy_command(path)
+    return argv
 
 
 def main() -> None:
-    try:
-        check_inotify()
-        argv = prepare(os.environ)
-    except (ProxyConfigError, EnvoyNotFound) as exc:
-        print(f"istio-proxy: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    os.execv(argv[0], argv)
+    exec_envoy(prepare, CONTAINER)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ stdout (its access log) is the container's log.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,17 +29,9 @@ from ...workload import (
     POD_NAMESPACE_ENV,
     SERVICE_CLUSTER_ENV,
 )
-from ..envoy import EnvoyNotFound, bootstrap, envoy_command, write_bootstrap, write_empty_xds
-from ..proxy_env import ProxyConfigError, check_inotify, port, required
-from ..proxyfiles import ProxyFiles
+from ..proxy_env import exec_envoy, port, required, start_files
 
-BOOTSTRAP_FILE = "bootstrap.yaml"
 LOCAL_NAME_ENV = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME"  # set by injection (_proxy.tpl)
-
-
-def xds_files(home: Path) -> ProxyFiles:
-    """Where a proxy whose container directory is `home` reads its configuration."""
-    return ProxyFiles(home / "xds")
 
 
 def node_id(pod: str, namespace: str) -> str:
@@ -57,27 +47,18 @@ def prepare(env: Mapping[str, str]) -> list[str]:
     pod = required(env, POD_NAME_ENV, LINKERD_PROXY_CONTAINER)
     namespace = required(env, POD_NAMESPACE_ENV, LINKERD_PROXY_CONTAINER)
     home = Path(required(env, "HOME", LINKERD_PROXY_CONTAINER))
-    files = xds_files(home)
-    write_empty_xds(files)
-    path = home / BOOTSTRAP_FILE
     cluster = f"{env.get(SERVICE_CLUSTER_ENV) or pod}.{namespace}"
-    write_bootstrap(path, bootstrap(node_id(pod, namespace), cluster, admin, files))
+    argv, files = start_files(home, node_id(pod, namespace), cluster, admin)
     identity = env.get(LOCAL_NAME_ENV) or "(no LINKERD2_PROXY_IDENTITY_LOCAL_NAME)"
     print(f"linkerd-proxy for {namespace}/{pod} (identity {identity}): an Envoy in "
           f"linkerd2-proxy's place; Envoy admin on 127.0.0.1:{admin}, outbound proxy on "
           f"127.0.0.1:{outbound} once configured, configuration from {files.xds_dir}",
           flush=True)
-    return envoy_command(path)
+    return argv
 
 
 def main() -> None:
-    try:
-        check_inotify()
-        argv = prepare(os.environ)
-    except (ProxyConfigError, EnvoyNotFound) as exc:
-        print(f"{LINKERD_PROXY_CONTAINER}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    os.execv(argv[0], argv)
+    exec_envoy(prepare, LINKERD_PROXY_CONTAINER)
 
 
 if __name__ == "__main__":
