@@ -243,6 +243,13 @@ def test_proxy_admin_answers_ready_and_live(l5d: MeshNamespace) -> None:
     name = pod_of(l5d, "curl")["metadata"]["name"]
     row = l5d.kubectl("get", "pod", name, "--no-headers").split()
     assert row[1] == "2/2", row
+    # the pod says what runs in linkerd2-proxy's place, as a Warning (a stand-in)
+    events = json.loads(l5d.kubectl("get", "events", "-o", "json", "--field-selector",
+                                    f"involvedObject.name={name}"))["items"]
+    said = [(e["type"], e["message"]) for e in events if e["reason"] == "Simulated"
+            and "container linkerd-proxy runs" in e["message"]]
+    assert said and said[0][0] == "Warning" and "Envoy playing linkerd2-proxy's part" in (
+        said[0][1]), said
 
 
 def _metrics(mesh: MeshNamespace, workload: str) -> str:
