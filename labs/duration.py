@@ -1,6 +1,8 @@
-"""Durations as Istio and Kubernetes write them: Go/protobuf durations in objects (`1.5s`,
-`100ms`, `1m30s`), read by the embedded mesh and by the checks alike, and ages as kubectl's AGE
-column and istioctl's SYNCED print them (5m12s, 3h, 12d)."""
+"""Durations as Istio, Kubernetes and the Go tools write them: Go/protobuf durations in objects
+(`1.5s`, `100ms`, `1m30s`), read by the embedded mesh and by the checks alike; Go's
+time.ParseDuration and Duration.String() for the CLIs and twins that take and print them
+(Flagger, linkerd, fortio, hey); and ages as kubectl's AGE column and istioctl's SYNCED print
+them (5m12s, 3h, 12d). Kept free of other imports: forked twins import it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import re
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
                  "h": 3600.0}
+
+
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
 class DurationError(ValueError):
@@ -30,6 +35,47 @@ def go_duration_seconds(value: object, where: str) -> float:
         raise DurationError(f"{where}: {value!r} is not a duration; write it like 10s, 500ms "
                             f"or 1m30s")
     return seconds
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's time.ParseDuration, in seconds (a sign, `0`, fractions, ns to h); ValueError with
+    Go's message on anything it would refuse."""
+    rest = text.strip()
+    sign = -1.0 if rest.startswith("-") else 1.0
+    rest = rest[1:] if rest[:1] in "+-" else rest
+    if rest == "0":
+        return 0.0
+    total, position = 0.0, 0
+    while position < len(rest):
+        match = _GO_PART.match(rest, position)
+        if match is None:
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not rest:
+        raise ValueError(f'time: invalid duration "{text}"')
+    return sign * total
+
+
+def go_duration_text(seconds: float) -> str:
+    """Go's Duration.String(): `1.2s`, `500ms`, `65.360704ms`, `1m30s`, `0s`."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return sign + _trim(ns / size) + unit
+    hours, ns = divmod(ns, 3_600_000_000_000)
+    minutes, ns = divmod(ns, 60_000_000_000)
+    out = f"{hours}h" if hours else ""
+    out += f"{minutes}m" if hours or minutes else ""
+    return sign + out + _trim(ns / 1e9) + "s"
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
 
 
 def human_duration(seconds: float) -> str:

@@ -27,6 +27,7 @@ from conftest import Kubectl, poll
 from mesh_support import MANIFESTS, MeshNamespace, create_meshed_namespace, wait_available
 
 from labs.cluster import ClusterRef
+from labs.duration import go_duration_text
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.store import Store
@@ -210,7 +211,7 @@ def test_interval_threshold_and_step_defaults() -> None:
 
 def test_messages_render_as_upstream() -> None:
     """Go formatting in Flagger's messages and a MetricTemplate's query rendering."""
-    assert spec.go_duration(1.2) == "1.2s" and spec.go_duration(0.5) == "500ms"
+    assert go_duration_text(1.2) == "1.2s" and go_duration_text(0.5) == "500ms"
     assert go_value(99) == "99" and go_value(99.5) == "99.5"
     model = metrics.TemplateModel("podinfo", "test", "podinfo", "podinfo", "podinfo", "podinfo",
                                   "1m", {"direction": "inbound"})

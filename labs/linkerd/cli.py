@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 from labs.cluster import ClusterError, ClusterRef
+from labs.duration import parse_go_duration
 from labs.embedded.mesh.linkerd.injection import (
     CONFIG_MAP,
     TRUST_ROOTS_CONFIGMAP,
@@ -48,18 +49,10 @@ class Parser(argparse.ArgumentParser):
 
 def _duration(text: str) -> float:
     """Go durations as `--wait` takes them: 5m, 300s, 1m30s."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    total, number = 0.0, ""
-    rest = text.strip()
-    while rest:
-        digits = len(rest) - len(rest.lstrip("0123456789."))
-        number, rest = rest[:digits], rest[digits:]
-        unit = next((u for u in ("ms", "h", "m", "s") if rest.startswith(u)), None)
-        if not number or unit is None:
-            raise argparse.ArgumentTypeError(f'time: invalid duration "{text}"')
-        total += float(number) * units[unit]
-        rest = rest[len(unit):]
-    return total
+    try:
+        return parse_go_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> Parser:

@@ -27,7 +27,9 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .fortio_stats import Counter, Histogram, go_duration, go_g
+from labs.duration import go_duration_text
+
+from .fortio_stats import Counter, Histogram, go_g
 from .http import TwinHandler, serve
 
 VERSION = "1.69.5"  # the release whose command line and report format this twin follows
@@ -335,7 +337,7 @@ def _worker(opts: Options, client: Client, calls: int | None, totals: Totals,
 def run_load(opts: Options, out: list[str]) -> None:
     cpus = os.cpu_count() or 1
     qps_text = "max" if opts.qps <= 0 else go_g(opts.qps)
-    span = f"{opts.calls} calls" if opts.calls > 0 else go_duration(opts.duration)
+    span = f"{opts.calls} calls" if opts.calls > 0 else go_duration_text(opts.duration)
     out.append(f"Fortio {VERSION} running at {go_g(max(opts.qps, 0))} queries per second, "
                f"{cpus}->{cpus} procs, for {span}: {opts.url}")
     per_thread = _calls_per_thread(opts)
@@ -345,10 +347,10 @@ def run_load(opts: Options, out: list[str]) -> None:
                else f": exactly {opts.calls}, {base} calls each (total {opts.calls} + {extra})")
     elif opts.qps > 0:
         each = int(opts.qps / opts.connections * opts.duration)
-        how = (f"for {go_duration(opts.duration)} : {each} calls each "
+        how = (f"for {go_duration_text(opts.duration)} : {each} calls each "
                f"(total {each * opts.connections})")
     else:
-        how = f"for {go_duration(opts.duration)}"
+        how = f"for {go_duration_text(opts.duration)}"
     out.append(f"Starting at {qps_text} qps with {opts.connections} thread(s) [gomax {cpus}] "
                f"{how}")
     _flush(out)
@@ -370,7 +372,7 @@ def _report(opts: Options, totals: Totals, clients: list[Client], elapsed: float
             out: list[str]) -> None:
     count = totals.latency.count
     qps = count / elapsed if elapsed > 0 else 0.0
-    out.append(f"Ended after {go_duration(elapsed)} : {count} calls. qps={qps:.5g}")
+    out.append(f"Ended after {go_duration_text(elapsed)} : {count} calls. qps={qps:.5g}")
     out += totals.latency.report("Aggregated Function Time", opts.percentiles)
     out += totals.errors.report("Error cases", opts.percentiles)
     out.append("# Socket and IP used for each connection:")

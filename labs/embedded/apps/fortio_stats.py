@@ -120,24 +120,3 @@ class Histogram(Counter):
                          f"{cumulative:.2f}, {count}")
         lines += [f"# target {go_g(p)}% {self.percentile(p):.6g}" for p in percentiles]
         return lines
-
-
-def go_duration(seconds: float) -> str:
-    """Go's time.Duration String(): 65.360704ms, 1.5s, 2m3.5s."""
-    nanos = round(seconds * 1e9)
-    if nanos < 1000:
-        return f"{nanos}ns"
-    if nanos < 1_000_000:
-        return f"{_trim(nanos / 1e3)}µs"
-    if nanos < 1_000_000_000:
-        return f"{_trim(nanos / 1e6)}ms"
-    hours, rest = divmod(nanos, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    text = f"{_trim(rest / 1e9)}s"
-    if hours:
-        return f"{hours}h{minutes}m{text}"
-    return f"{minutes}m{text}" if minutes else text
-
-
-def _trim(value: float) -> str:
-    return f"{value:.9f}".rstrip("0").rstrip(".")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from labs.duration import go_duration_text
 from labs.embedded.apiserver.api import ObjectApi
 
 from . import metrics, spec
@@ -166,14 +167,14 @@ class MetricChecks:
             if name == "request-duration":
                 low_ms = limits.get("min") if limits else None
                 high_ms = limits.get("max") if limits else float(metric.get("threshold") or 0)
-                shown = spec.go_duration(value)
+                shown = go_duration_text(value)
                 if low_ms is not None and value < low_ms / 1000:
                     await self.events.warning(cd, f"Halt {key} advancement request duration "
-                                                  f"{shown} < {spec.go_duration(low_ms / 1000)}")
+                                                  f"{shown} < {go_duration_text(low_ms / 1000)}")
                     return False
                 if high_ms is not None and value > high_ms / 1000:
                     await self.events.warning(cd, f"Halt {key} advancement request duration "
-                                                  f"{shown} > {spec.go_duration(high_ms / 1000)}")
+                                                  f"{shown} > {go_duration_text(high_ms / 1000)}")
                     return False
             if metric.get("query"):
                 try:

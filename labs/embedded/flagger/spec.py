@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from typing import Any
+
+from labs.duration import parse_go_duration
 
 Obj = dict[str, Any]
 
@@ -23,51 +24,6 @@ TOTAL_WEIGHT = 100
 # Test-only knob: a Canary annotated with this (a Go duration, e.g. "2s") ticks at that interval
 # even below Flagger's 10 s floor. Off unless the annotation is set; no lab or manifest sets it.
 TEST_INTERVAL_ANNOTATION = "meshlab.dev/test-only-analysis-interval"
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration, in seconds; ValueError on anything it would refuse."""
-    rest = text.strip()
-    sign = -1.0 if rest.startswith("-") else 1.0
-    rest = rest.lstrip("+-")
-    if rest == "0":
-        return 0.0
-    total, pos = 0.0, 0
-    while pos < len(rest):
-        match = _DURATION_PART.match(rest, pos)
-        if match is None:
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if not rest:
-        raise ValueError(f'time: invalid duration "{text}"')
-    return sign * total
-
-
-def go_duration(seconds: float) -> str:
-    """Go's Duration.String() (e.g. `1.2s`, `500ms`, `1m30s`), as Flagger's messages print
-    durations."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _trim(ns / size) + unit
-    hours, ns = divmod(ns, 3_600_000_000_000)
-    minutes, ns = divmod(ns, 60_000_000_000)
-    out = f"{hours}h" if hours else ""
-    out += f"{minutes}m" if hours or minutes else ""
-    return sign + out + _trim(ns / 1e9) + "s"
-
-
-def _trim(value: float) -> str:
-    return f"{value:.9f}".rstrip("0").rstrip(".")
-
 
 def analysis(cd: Obj) -> Obj:
     """`spec.analysis` (or the legacy `spec.canaryAnalysis`), {} when absent."""
@@ -89,12 +45,12 @@ def analysis_interval(cd: Obj) -> float:
         TEST_INTERVAL_ANNOTATION)
     if override:
         try:
-            return max(parse_duration(override), 0.5)
+            return max(parse_go_duration(override), 0.5)
         except ValueError:
             pass
     text = analysis(cd).get("interval") or ""
     try:
-        interval = parse_duration(text) if text else ANALYSIS_INTERVAL_S
+        interval = parse_go_duration(text) if text else ANALYSIS_INTERVAL_S
     except ValueError:
         return ANALYSIS_INTERVAL_S
     return max(interval, MIN_ANALYSIS_INTERVAL_S)

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from labs.duration import parse_go_duration
 from labs.embedded.apiserver.api import ObjectApi
 
 from . import spec
@@ -73,7 +74,7 @@ async def post(api: ObjectApi, url: str, body: Obj, timeout: str, retries: int,
                disable_tls: bool = False) -> None:
     """callWebhook; `disable_tls` skips certificate verification (InsecureSkipVerify)."""
     try:
-        timeout_s = spec.parse_duration(timeout)
+        timeout_s = parse_go_duration(timeout)
     except ValueError as err:
         raise WebhookError(str(err)) from None
     attempts, last_error = 0, ""

@@ -20,8 +20,9 @@ import re
 import threading
 import time
 
+from labs.duration import go_duration_text
+
 from ..fortio import UsageError, parse_duration
-from ..fortio_stats import go_duration
 from .api import (
     EMOJI,
     VOTING_SERVICE,
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     start_metrics(poll.metrics)
     rate, delay = failure_rate(image), artificial_delay()
     go_log(f"Starting grpc server on GRPC_PORT=[{os.environ['GRPC_PORT']}]")
-    go_log(f"Using failureRate [{rate:f}] and artificialDelayDuration [{go_duration(delay)}]")
+    go_log(f"Using failureRate [{rate:f}] and artificialDelayDuration [{go_duration_text(delay)}]")
     serve_grpc(VOTING_SERVICE, handlers(poll, rate, delay), port, "voting-svc")
 
 
