@@ -26,13 +26,13 @@ from labs.cluster import ClusterRef
 from labs.embedded.mesh.linkerd.routing import (
     CONTROLLER,
     RoutingError,
-    adaptor_profile,
     annotation_retry,
     annotation_timeouts,
     condition_terms,
     port_routing,
     quantity,
 )
+from labs.embedded.mesh.linkerd.routing_status import adaptor_profile
 from labs.embedded.mesh.linkerd.state import LinkerdState
 
 Obj = dict

@@ -39,7 +39,7 @@ from .identity import (
     IdentityError,
     LinkerdIssuer,
 )
-from .routing import RoutingWriter
+from .routing_status import RoutingWriter
 from .state import TRUST_ANCHORS_ENV, LinkerdState, proxy_env
 from .xds import build_proxy
 
