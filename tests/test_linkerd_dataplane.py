@@ -440,6 +440,15 @@ def test_metrics_render_linkerds_format_from_log_lines() -> None:
     assert f'response_latency_ms_bucket{{{prefix},status_code="503",le="5"}} 0' in text
     assert f'response_latency_ms_bucket{{{prefix},status_code="503",le="10"}} 1' in text
     assert text.count("request_total{") == 1
+    # gRPC: classified by grpc-status (2 = Unknown: the doughnut vote), not by HTTP 200
+    metrics.ingest(folder, [{**line, "grpc_status": code} for code in ("2", "0") for line in [
+        {"direction": "inbound", "port": "80", "route": "|default|all-unauthenticated||"
+         "default|default", "authz": "000||default|all-unauthenticated", "tls": None,
+         "client_id": None, "response_code": "200", "duration": "1"}]])
+    lines = asyncio.run(metrics.render(folder)).splitlines()
+    for code, verdict in (("2", "failure"), ("0", "success")):
+        assert (f'response_total{{{prefix},status_code="200",classification="{verdict}",'
+                f'grpc_status="{code}",error=""}} 1') in lines
 
 
 # -- the control plane, on an in-process API ----------------------------------------------------

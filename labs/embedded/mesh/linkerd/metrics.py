@@ -11,14 +11,16 @@ label names and order, and the latency buckets follow linkerd2-proxy
 `server_id`/`client_id` or `no_tls_reason`, the destination controller's `dst_*` labels on
 outbound, the policy decision's `srv_*`/`route_*`/`authz_*` labels on inbound (policy.py;
 an unauthorized request has empty `authz_*`), and
-`status_code`, `classification`, `grpc_status`, `error` on responses (5xx is a failure).
+`status_code`, `classification`, `grpc_status`, `error` on responses (5xx is a failure; a gRPC
+response is one unless its grpc-status is OK).
 `tcp_open_connections` (`linkerd/transport-metrics`) is given for the outbound side
 (`peer="dst"`, per endpoint, the labels of `OutboundEndpointLabels`), read at each scrape from
 the Envoy's own per-host `cx_active` (its admin `/clusters?format=json`), for every endpoint it
 has connected to. Not emulated: inbound `tcp_open_connections` (Envoy counts connections per
 listener, not per client identity), the other TCP families (`tcp_open_total`,
-`tcp_read_bytes_total`, ...), the route-level families and `inbound_tcp_authz_*`, gRPC status
-classification, and the `dst_zone` of a node (always "", locality "unknown").
+`tcp_read_bytes_total`, ...), the route-level families and `inbound_tcp_authz_*`, the `error`
+label of proxy errors (always ""), and the `dst_zone` of a node (always "", locality
+"unknown").
 """
 
 from __future__ import annotations
@@ -150,12 +152,17 @@ class ProxyCounters:
     authz_allow: dict[Labels, int] = field(default_factory=dict)
     authz_deny: dict[Labels, int] = field(default_factory=dict)
 
-    def record(self, prefix: Labels, status: str, duration_ms: float) -> None:
+    def record(self, prefix: Labels, status: str, duration_ms: float,
+               grpc_status: str = "") -> None:
+        """One response. A gRPC response (a `grpc-status`) is classified by it, as
+        linkerd2-proxy's default gRPC classifier does: a failure unless OK (0), whatever the
+        HTTP status; an HTTP response by its status (5xx: failure)."""
         self.requests[prefix] = self.requests.get(prefix, 0) + 1
         with_status = (*prefix, ("status_code", status))
-        failure = status.isdigit() and int(status) >= 500
+        grpc = grpc_status if grpc_status.isdigit() else ""
+        failure = int(grpc) != 0 if grpc else status.isdigit() and int(status) >= 500
         response = (*with_status, ("classification", "failure" if failure else "success"),
-                    ("grpc_status", ""), ("error", ""))
+                    ("grpc_status", grpc), ("error", ""))
         self.responses[response] = self.responses.get(response, 0) + 1
         latency = self.latency.setdefault(with_status, _Latency())
         latency.counts[bisect_left(BOUNDS, duration_ms)] += 1
@@ -244,7 +251,8 @@ class LinkerdMetrics:
                 duration = float(line.get("duration") or 0)
             except (TypeError, ValueError):
                 duration = 0.0
-            counters.record(prefix, str(line.get("response_code") or "0"), duration)
+            counters.record(prefix, str(line.get("response_code") or "0"), duration,
+                            str(line.get("grpc_status") or ""))
             if line.get("direction") == "inbound":
                 _count_authz(counters, line)
 
