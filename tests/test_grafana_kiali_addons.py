@@ -204,7 +204,13 @@ def test_service_dashboard_draws_request_rate(addons: dict[str, str], traffic: s
     assert 'data-series="0"' not in _panel(workload_page, SERVICE_PANEL)
 
 
-def _graph(base: str, namespace: str, graph_type: str) -> dict[str, object]:
+def _graph(base: str, namespace: str, graph_type: str,
+           mesh: MeshNamespace | None = None) -> dict[str, object]:
+    """Kiali's graph of the last 60 s. With `mesh`, one more curl -> httpbin request first:
+    the graph shows rates, and a series whose every scrape saw the same count (all of the
+    `traffic` fixture's requests before its first scrape) has a rate of 0 until it grows."""
+    if mesh is not None:
+        mesh.curl("http://httpbin:8000/get")
     query = urllib.parse.urlencode({"namespaces": namespace, "graphType": graph_type,
                                     "duration": "60s"})
     answer = get_json(f"{base}/api/namespaces/graph?{query}")
@@ -218,7 +224,7 @@ def test_kiali_graph_has_mtls_edge(addons: dict[str, str], traffic: str,
     """Does Kiali's graph API give an edge from the curl workload to the httpbin workload with
     its request rate, its 200s and isMTLS 100 (Kiali's percentage), in Kiali's JSON layout?"""
     def edge() -> tuple[dict[str, object], dict[str, object]] | None:
-        graph = _graph(addons["kiali"], mesh.name, "workload")
+        graph = _graph(addons["kiali"], mesh.name, "workload", mesh)
         nodes = {n["data"]["id"]: n["data"]
                  for n in graph["elements"]["nodes"]}  # type: ignore[index]
         for e in graph["elements"]["edges"]:  # type: ignore[index]
@@ -250,7 +256,7 @@ def test_kiali_versioned_app_and_service_graphs(addons: dict[str, str], traffic:
                                                 mesh: MeshNamespace) -> None:
     """Are the other graph types Kiali's: app nodes with their version, service nodes?"""
     def graph_of(kind: str, node_type: str) -> dict[str, object] | None:
-        graph = _graph(addons["kiali"], mesh.name, kind)
+        graph = _graph(addons["kiali"], mesh.name, kind, mesh)
         nodes = [n["data"] for n in graph["elements"]["nodes"]]  # type: ignore[index]
         return graph if any(n["nodeType"] == node_type for n in nodes) else None
     versioned = poll(lambda: graph_of("versionedApp", "app"), "a versionedApp graph",
