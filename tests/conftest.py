@@ -134,13 +134,52 @@ def without_namespaces(cluster: ClusterRef, *names: str) -> Iterator[ClusterRef]
         delete()
 
 
+NOTEBOOK_SECONDS = "notebook seconds"
+
+# Under pytest-xdist (`./run test` runs the suite in worker processes) each test file runs whole
+# on one worker, so its module fixtures are made once; these files share state of the host
+# beyond a cluster of their own (system users, the grader's network namespaces and uids, whose
+# counts they check), so they run on one worker, one after the other.
+HOST_WIDE_FILES = {"test_grading.py", "test_hub.py"}
+# The longest files (CI's slowest-durations list) start first, so no worker is left with one
+# at the end while the others idle.
+LONGEST_FILES = ("test_notebooks_student.py", "test_notebooks.py", "test_hub.py",
+                 "test_grading.py", "test_course_commands.py", "test_learner_browser.py",
+                 "test_flagger.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("host-wide" if name in HOST_WIDE_FILES else name))
+    if getattr(config.option, "numprocesses", None):
+        first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+        items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Carry the notebook wall times a test recorded in its report (which pytest-xdist sends
+    from the worker to the process that prints the summary)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        from notebook_support import WALL_TIMES
+
+        report.user_properties.extend((NOTEBOOK_SECONDS, entry) for entry in WALL_TIMES.items())
+        WALL_TIMES.clear()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The wall time of each course notebook run (the issue's target: 60 s each on a fresh
     cluster), so CI's log shows it."""
-    from notebook_support import WALL_TIMES
-
-    if not WALL_TIMES:
+    rows = [(report.nodeid, *value)
+            for reports in terminalreporter.stats.values() for report in reports
+            if isinstance(report, pytest.TestReport)
+            for name, value in report.user_properties if name == NOTEBOOK_SECONDS]
+    if not rows:
         return
     terminalreporter.section("course notebooks: seconds their cells took")
-    for (test, notebook), seconds in WALL_TIMES.items():
+    for test, notebook, seconds in rows:
         terminalreporter.write_line(f"{seconds:6.1f}  {notebook}  ({test.rsplit('::', 1)[-1]})")

@@ -95,8 +95,9 @@ class NotebookRun:
         return times
 
 
-# (test id, notebook) -> seconds its cells took: the suite's summary lists them (conftest.py)
-WALL_TIMES: dict[tuple[str, str], float] = {}
+# notebook -> seconds its cells took, in the running test: conftest.py moves them into the
+# test's report, so the suite's summary lists them (with pytest-xdist too, from every worker)
+WALL_TIMES: dict[str, float] = {}
 
 
 def run_notebooks(notebooks: Sequence[tuple[str, nbformat.NotebookNode]], workdir: Path, *,
@@ -149,9 +150,7 @@ def run_notebooks(notebooks: Sequence[tuple[str, nbformat.NotebookNode]], workdi
     if len(run.cells) != sum(1 for _, nb in notebooks for c in nb.cells
                              if c.cell_type == "code"):
         pytest.fail(f"nbval did not run every code cell:\n{log}")
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    for notebook, seconds in run.wall_times().items():
-        WALL_TIMES[(test, notebook)] = seconds
+    WALL_TIMES.update(run.wall_times())
     return run
 
 
