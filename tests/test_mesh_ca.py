@@ -42,6 +42,7 @@ from labs.embedded.mesh.ca import (
     needs_rotation,
     parse_ttl,
 )
+from labs.embedded.mesh.istio.xds.virtualservice import retry_policy
 from labs.embedded.mesh.proxyfiles import ProxyFiles
 from labs.embedded.mesh.tls import mutual_downstream, mutual_upstream
 
@@ -258,9 +259,13 @@ def client_cluster(name: str, files: ProxyFiles, port: int, sans: list[str]) -> 
 
 
 def client_bootstrap(files: ProxyFiles, port: int, admin: int, upstream: int) -> Obj:
-    """A plaintext listener routing /wrong-san to a cluster expecting another identity."""
+    """A plaintext listener routing /wrong-san to a cluster expecting another identity, and
+    everything else, with the retry policy every Istio sidecar route has (a connection that
+    fails is tried again: under load one handshake in a few hundred can fail while a secret is
+    swapped), to the server."""
     routes = [{"match": {"prefix": "/wrong-san"}, "route": {"cluster": "wrong"}},
-              {"match": {"prefix": "/"}, "route": {"cluster": "right"}}]
+              {"match": {"prefix": "/"}, "route": {
+                  "cluster": "right", "retry_policy": retry_policy(None, False, "test")}}]
     return {
         "node": {"id": "client", "cluster": "client"},
         "admin": {"address": address(admin)},
