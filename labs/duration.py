@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                 "h": 3600.0}
-
-
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+# Go's time.ParseDuration, part by part: a number and a unit (src/time/format.go, unitMap).
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]*)")
+_UNIT_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9,
+            "h": 3600e9}
 
 
 class DurationError(ValueError):
@@ -21,40 +19,40 @@ class DurationError(ValueError):
 
 
 def go_duration_seconds(value: object, where: str) -> float:
-    """A Go/protobuf duration (`10s`, `1.5s`, `100ms`, `1m30s`) in seconds; `where` names the
-    field in the error."""
+    """A Go/protobuf duration in an object (`10s`, `1.5s`, `100ms`, `1m30s`) in seconds;
+    `where` names the field in the error."""
     text = str(value).strip()
-    seconds = 0.0
-    position = 0
-    for part in _DURATION_PART.finditer(text):
-        if part.start() != position:
-            break
-        seconds += float(part.group(1)) * _UNIT_SECONDS[part.group(2)]
-        position = part.end()
-    if not text or position != len(text):
+    try:
+        if text[:1] in "+-":
+            raise ValueError("signed")
+        return parse_go_duration(text)
+    except ValueError:
         raise DurationError(f"{where}: {value!r} is not a duration; write it like 10s, 500ms "
-                            f"or 1m30s")
-    return seconds
+                            f"or 1m30s") from None
 
 
-def parse_go_duration(text: str) -> float:
-    """Go's time.ParseDuration, in seconds (a sign, `0`, fractions, ns to h); ValueError with
-    Go's message on anything it would refuse."""
-    rest = text.strip()
-    sign = -1.0 if rest.startswith("-") else 1.0
-    rest = rest[1:] if rest[:1] in "+-" else rest
-    if rest == "0":
+def parse_go_duration(text: str, unit: str = "s") -> float:
+    """Go's time.ParseDuration, in `unit` (`s` by default, `us` for Jaeger's microseconds): a
+    sign, `0`, fractions, ns to h; ValueError with Go's message on anything it refuses."""
+    body = text[1:] if text[:1] in "+-" else text
+    sign = -1.0 if text.startswith("-") else 1.0
+    if body == "0":
         return 0.0
-    total, position = 0.0, 0
-    while position < len(rest):
-        match = _GO_PART.match(rest, position)
-        if match is None:
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if not rest:
+    if not body:
         raise ValueError(f'time: invalid duration "{text}"')
-    return sign * total
+    total, position = 0.0, 0
+    while position < len(body):
+        part = _GO_PART.match(body, position)
+        if part is None:
+            raise ValueError(f'time: invalid duration "{text}"')
+        number, part_unit = part.groups()
+        if not part_unit:
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if part_unit not in _UNIT_NS:
+            raise ValueError(f'time: unknown unit "{part_unit}" in duration "{text}"')
+        total += float(number) * _UNIT_NS[part_unit]
+        position = part.end()
+    return sign * total / _UNIT_NS[unit]
 
 
 def go_duration_text(seconds: float) -> str:

@@ -34,10 +34,10 @@ from mesh_support import (
 
 import labs
 from labs.cluster import ClusterRef
+from labs.duration import parse_go_duration
 from labs.embedded.apps import jaeger_ui
 from labs.embedded.apps.jaeger_query import (
     QueryError,
-    go_duration_us,
     parse_trace_query,
     to_jaeger,
     trace_id,
@@ -232,10 +232,11 @@ def test_spans_posted_to_the_zipkin_port_reach_the_same_storage(
 # --- without a cluster: Jaeger's parsing and model ------------------------------------------
 
 def test_go_durations_and_trace_ids_parse_as_upstream() -> None:
-    assert go_duration_us("1.5ms") == 1500 and go_duration_us("1h2m") == 3_720_000_000
-    assert go_duration_us("0") == 0 and go_duration_us("250us") == 250
+    assert parse_go_duration("1.5ms", "us") == 1500
+    assert parse_go_duration("1h2m", "us") == 3_720_000_000
+    assert parse_go_duration("0", "us") == 0 and parse_go_duration("250us", "us") == 250
     with pytest.raises(ValueError, match=r'unknown unit "d" in duration "2d"'):
-        go_duration_us("2d")
+        parse_go_duration("2d")
     assert trace_id("0" * 16 + "ab" * 8) == "ab" * 8  # high half zero: 16 digits
     assert trace_id("1" * 32) == "1" * 32
     with pytest.raises(ValueError, match="cannot be longer than 32 hex characters"):

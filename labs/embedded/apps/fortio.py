@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import random
-import re
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from labs.duration import go_duration_text
+from labs.duration import go_duration_text, parse_go_duration
 
 from .fortio_stats import Counter, Histogram, go_g
 from .http import TwinHandler, serve
@@ -75,24 +74,13 @@ class Options:
     loglevel_changed: bool = False
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str, flag: str) -> float:
-    """Go's time.ParseDuration for the common forms (5s, 1m30s, 250ms)."""
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
+    """A duration flag, as Go's flag package parses it (time.ParseDuration)."""
+    try:
+        return parse_go_duration(text)
+    except ValueError:
         raise UsageError(f'invalid value "{text}" for flag -{flag}: expected a duration '
-                         "such as 5s, 250ms or 1m30s")
-    return total
+                         "such as 5s, 250ms or 1m30s") from None
 
 
 def _number(text: str, flag: str, kind: type[int] | type[float]) -> float:

@@ -33,14 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from labs.duration import parse_go_duration
+
 Obj = dict[str, Any]
 DEFAULT_LIMIT = 100
 DEFAULT_LOOKBACK_US = 2 * 24 * 3600 * 1_000_000  # defaultTraceQueryLookbackDuration, 2 days
 TRACE_NOT_FOUND = "trace not found"  # spanstore.ErrTraceNotFound
 SERVICE_REQUIRED = "parameter 'service' is required"
-_DURATION_UNITS_US = {"ns": 0.001, "us": 1.0, "µs": 1.0, "μs": 1.0, "ms": 1000.0,
-                      "s": 1e6, "m": 60e6, "h": 3600e6}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]*)")
 
 
 class QueryError(ValueError):
@@ -58,29 +57,6 @@ def error_body(code: int, message: str) -> Obj:
 
 
 # -- parsing ----------------------------------------------------------------------------------
-def go_duration_us(text: str) -> float:
-    """Go's time.ParseDuration, in microseconds; ValueError with Go's message."""
-    body = text[1:] if text[:1] in "+-" else text
-    sign = -1.0 if text.startswith("-") else 1.0
-    if body == "0":
-        return 0.0
-    total, position = 0.0, 0
-    if not body:
-        raise ValueError(f'time: invalid duration "{text}"')
-    while position < len(body):
-        part = _DURATION_PART.match(body, position)
-        if part is None:
-            raise ValueError(f'time: invalid duration "{text}"')
-        number, unit = part.groups()
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _DURATION_UNITS_US:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(number) * _DURATION_UNITS_US[unit]
-        position = part.end()
-    return sign * total
-
-
 def go_int(text: str, bits: int = 64) -> int:
     """strconv.ParseInt(text, 10, bits); ValueError with Go's message."""
     if not re.fullmatch(r"[+-]?\d+", text):
@@ -137,7 +113,7 @@ def _duration(params: Mapping[str, Sequence[str]], name: str) -> float:
     if not text:
         return 0
     try:
-        return go_duration_us(text)
+        return parse_go_duration(text, "us")
     except ValueError as err:
         raise QueryError(f"unable to parse param '{name}': {err}") from None
 
