@@ -4,7 +4,9 @@ the waiters every suite uses, so a timeout reads the same wherever it happens.""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -135,26 +137,41 @@ def without_namespaces(cluster: ClusterRef, *names: str) -> Iterator[ClusterRef]
 
 
 NOTEBOOK_SECONDS = "notebook seconds"
-
-# Under pytest-xdist (`./run test` runs the suite in worker processes) each test file runs whole
-# on one worker, so its module fixtures are made once; these files share state of the host
-# beyond a cluster of their own (system users, the grader's network namespaces and uids, whose
-# counts they check), so they run on one worker, one after the other.
-HOST_WIDE_FILES = {"test_grading.py", "test_hub.py"}
-# The longest files (CI's slowest-durations list) start first, so no worker is left with one
-# at the end while the others idle.
+# Under pytest-xdist (`./run test` runs the suite in worker processes, `--dist loadfile`) each
+# test file runs whole on one worker, so its module fixtures are made once. The longest files
+# (CI's slowest-durations list) start first, so no worker is left with one at the end while
+# the others idle.
 LONGEST_FILES = ("test_notebooks_student.py", "test_notebooks.py", "test_hub.py",
-                 "test_grading.py", "test_course_commands.py", "test_learner_browser.py",
+                 "test_course_commands.py", "test_grading.py", "test_learner_browser.py",
                  "test_flagger.py")
+HOST_WIDE_LOCK = Path(tempfile.gettempdir()) / "meshlab-tests-host-wide.lock"
+HOST_WIDE_WAIT_S = 420
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("host-wide" if name in HOST_WIDE_FILES else name))
-    if getattr(config.option, "numprocesses", None):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker's collection
         first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
         items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable
+
+
+@pytest.fixture(scope="module")
+def host_wide_lock() -> Iterator[None]:
+    """For a file whose tests count what is shared by the whole host (system users, the
+    grader's network namespaces): no other such file runs meanwhile in another worker."""
+    with HOST_WIDE_LOCK.open("w") as lock:
+        deadline = time.monotonic() + HOST_WIDE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                _fail_if_late(deadline, HOST_WIDE_WAIT_S, "the other host-wide test file",
+                              HOST_WIDE_LOCK)
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.hookimpl(hookwrapper=True)

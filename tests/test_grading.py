@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import poll
+from conftest import HOST_WIDE_WAIT_S, poll
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import ClearHiddenTests, Execute, SaveAutoGrades
 from traitlets.config.loader import PyFileConfigLoader
@@ -54,6 +54,12 @@ SANDBOXED = ("sandboxed (bubblewrap; per student, a network namespace and uids o
              "the kernel, the cluster and its execs)")
 # What no student may see: hidden test source, a hidden check's reason and unshared hint.
 HIDDEN_TEXT = ("BEGIN HIDDEN TESTS", 'verify("sample.config', SECRET_HINT, SECRET_REASON)
+
+
+# The grading run counts the host's network namespaces: no other file that makes them (the hub's
+# live grading) runs meanwhile; its first test may wait up to HOST_WIDE_WAIT_S for that.
+pytestmark = [pytest.mark.usefixtures("host_wide_lock"),
+              pytest.mark.timeout(300 + HOST_WIDE_WAIT_S)]
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "grading"
 sys.path.insert(0, str(FIXTURES))  # the sample assignment, as tests/test_grading.py uses it
 
 from build import ASSIGNMENT, grading_env  # noqa: E402
+from conftest import HOST_WIDE_WAIT_S  # noqa: E402
 
 PREFIX = "mlhub-"
 INSTRUCTOR = f"{PREFIX}teach"
@@ -79,7 +80,9 @@ POINTS = {f"{PREFIX}ann": 3, f"{PREFIX}ben": 1, f"{PREFIX}cat": 0}
 # this venv's commands first (alembic, which nbgrader runs; meshlab; kubectl)
 PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-pytestmark = pytest.mark.timeout(420)
+# 420 s for the hub, and up to HOST_WIDE_WAIT_S for test_grading.py in another worker to finish
+pytestmark = [pytest.mark.timeout(420 + HOST_WIDE_WAIT_S),
+              pytest.mark.usefixtures("host_wide_lock")]
 
 
 @dataclass
