@@ -25,6 +25,7 @@ from conftest import poll
 from linkerd_support import LINKERD, TIMEOUT_S, kubectl, run
 
 from labs.cluster import ClusterRef
+from labs.linkerd.cli import namespace_after_command
 from labs.versions import version
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "linkerd"
@@ -349,3 +350,16 @@ def test_viz_on_demand_then_check_sees_it(cluster: ClusterRef) -> None:
         1, "Error: could not find the linkerd-viz extension\n")
     again = run(cluster, "check", "-o", "json", "--wait", "60s")
     assert json.loads(again.stdout)["success"] is True  # one document again
+
+
+@pytest.mark.parametrize(("argv", "parsed"), [
+    (["-n", "emojivoto", "check", "--proxy"], ["check", "--proxy", "-n", "emojivoto"]),
+    (["viz", "-n", "linkerd", "edges", "deployment"],
+     ["viz", "edges", "deployment", "-n", "linkerd"]),
+    (["--context", "c", "--namespace=x", "check"], ["--context", "c", "check", "--namespace=x"]),
+    (["viz", "stat", "deploy", "-n", "e"], ["viz", "stat", "deploy", "-n", "e"]),
+])
+def test_namespace_before_the_command_as_the_docs_write_it(argv: list[str],
+                                                         parsed: list[str]) -> None:
+    """`linkerd -n emojivoto check --proxy` (getting-started) parses as cobra parses it."""
+    assert namespace_after_command(argv) == parsed

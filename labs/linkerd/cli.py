@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         selection = select(peek.kubeconfig, peek.context)
         if selection.ref is None:
             return handover.hand_over(args_list)
-        args = build_parser().parse_args(args_list)
+        args = build_parser().parse_args(namespace_after_command(args_list))
         return run(args, selection.ref)
     except UsageError as exc:
         print(f"Error: {exc}\nRun 'linkerd --help' for usage.", file=sys.stderr)
@@ -138,6 +138,37 @@ def main(argv: list[str] | None = None) -> int:
             identity.IdentityError, VizError, ResourceError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+GROUPS = ("viz", "diagnostics")  # commands whose subcommand comes next
+VALUE_FLAGS = ("--kubeconfig", "--context", "-L", "--linkerd-namespace")
+
+
+def namespace_after_command(argv: list[str]) -> list[str]:
+    """cobra finds the (sub)command first and then parses every flag wherever it stands, so
+    Linkerd's docs write `linkerd -n emojivoto check --proxy` (getting-started) and `linkerd viz
+    -n linkerd edges deployment` (validating-your-traffic); argparse wants a subcommand's flags
+    after it, so a `-n NS` / `--namespace NS` given before the command moves to the end."""
+    out: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("-n", "--namespace") and i + 1 < len(argv):
+            moved += argv[i:i + 2]
+            i += 2
+            continue
+        if token.startswith("--namespace="):
+            moved.append(token)
+        else:
+            out.append(token)
+            if token in VALUE_FLAGS and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+            elif not token.startswith("-") and token not in GROUPS:
+                return out + argv[i + 1:] + moved  # the command: its own flags follow
+        i += 1
+    return out + moved
 
 
 def _require_running(ref: ClusterRef) -> None:
