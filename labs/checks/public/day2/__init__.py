@@ -16,8 +16,10 @@ from labs.istio_names import SIDECAR_CONTAINER
 REQUESTS = 2  # per expectation; a behavioural check also retries until it passes twice in a row
 
 
-def meshed_apps(ctx: CheckContext, namespace: str, apps: Iterable[str]) -> Outcome:
-    """Each `app` label has a Ready pod with an istio-proxy sidecar in `namespace`."""
+def meshed_apps(ctx: CheckContext, namespace: str, apps: Iterable[str],
+                sidecar: str = SIDECAR_CONTAINER) -> Outcome:
+    """Each `app` label has a Ready pod with a `sidecar` proxy in `namespace` (Istio's
+    istio-proxy by default; Linkerd's linkerd-proxy is a native sidecar, an init container)."""
     pods = [p for p in ctx.items("pods", namespace) if not p["metadata"].get("deletionTimestamp")]
     missing, bare = [], []
     for app in apps:
@@ -25,11 +27,12 @@ def meshed_apps(ctx: CheckContext, namespace: str, apps: Iterable[str]) -> Outco
                 and _ready(p)]
         if not mine:
             missing.append(app)
-        elif not any(c.get("name") == SIDECAR_CONTAINER for p in mine
-                     for c in p["spec"].get("containers", [])):
+        elif not any(c.get("name") == sidecar for p in mine
+                     for c in [*p["spec"].get("containers", []),
+                               *(p["spec"].get("initContainers") or [])]):
             bare.append(app)
     problems = ([f"no Ready pod for app {', '.join(missing)}"] if missing else []) + (
-        [f"without an {SIDECAR_CONTAINER} sidecar: {', '.join(bare)}"] if bare else [])
+        [f"without the {sidecar} sidecar: {', '.join(bare)}"] if bare else [])
     return failed(f"in namespace {namespace}: " + "; ".join(problems)) if problems else passed()
 
 

@@ -1,0 +1,1 @@
+"""Hidden checks of day 2."""

@@ -1,0 +1,187 @@
+"""Lab day2.linkerd: Linkerd's getting-started on emojivoto (linkerd/website
+`linkerd.io/content/2-edge/getting-started/_index.md`), its failing doughnut vote found with
+`linkerd viz`, and the "Restricting Access To Services" task (`2-edge/tasks/
+restricting-access.md`) written with AuthorizationPolicy + MeshTLSAuthentication.
+
+The checks judge what the cluster does: pods with Linkerd's native-sidecar proxy, a refused
+gRPC call to voting from a meshed workload that is not web, and web's votes still going through.
+Where the lab asks the learner to *find* something (the failing route), the answer is read from
+ConfigMap emojivoto/answers, which the notebook writes.
+
+The notebook's helpers live here too (as jwt.py's `share_signer`): `while_running` runs a
+streaming `linkerd viz tap`/`top` while requests are sent, and `linkerd_until` polls a
+`linkerd viz` command until Prometheus has scraped what the cell waits for."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from labs.checks.context import CheckContext
+from labs.checks.model import Outcome, Retry, failed, passed
+from labs.checks.public.day2 import Expect, expect_statuses, meshed_apps
+from labs.checks.registry import check
+from labs.cluster import current_cluster
+from labs.traffic import ProbeError, settle
+
+NAMESPACE = "emojivoto"
+PROXY = "linkerd-proxy"  # the injected container's name (linkerd2 charts/partials/_proxy.tpl)
+APPS = ("web-svc", "emoji-svc", "voting-svc", "vote-bot")  # their pods' `app` labels
+DEPLOYMENTS = ("emoji", "vote-bot", "voting", "web")
+ANSWERS = "answers"  # ConfigMap the notebook writes the learner's findings to
+FAILING_ROUTE = "/emojivoto.v1.VotingService/VoteDoughnut"
+WEB_VOTE = f"http://web-svc.{NAMESPACE}/api/vote?choice=:joy:"
+VOTING_CALL = f"http://voting-svc.{NAMESPACE}:8080/emojivoto.v1.VotingService/VoteDog"
+VOTING_METRICS = f"http://voting-svc.{NAMESPACE}:8801/metrics"  # voting's `prom` port
+DEFAULT_POLICY = "config.linkerd.io/default-inbound-policy"
+SETTLE = Retry(consecutive=2, deadline=30, interval=1)
+
+
+def answers(ctx: CheckContext) -> dict[str, str]:
+    """The learner's findings, ConfigMap emojivoto/answers (empty when it does not exist)."""
+    found = ctx.get("configmap", ANSWERS, NAMESPACE) or {}
+    return {k: str(v).strip() for k, v in (found.get("data") or {}).items()}
+
+
+@check("day2.linkerd.emojivoto",
+       f"emojivoto's four deployments ({', '.join(DEPLOYMENTS)}) run in namespace {NAMESPACE}",
+       fatal=True, points=0,
+       hint="run the lab's setup cell: it applies labs.manifest('emojivoto') and waits for the "
+            "deployments")
+def emojivoto(ctx: CheckContext) -> Outcome:
+    have = {d["metadata"]["name"] for d in ctx.items("deployments", NAMESPACE)}
+    missing = [name for name in DEPLOYMENTS if name not in have]
+    return failed(f"missing in {NAMESPACE}: {', '.join(missing)}") if missing else passed()
+
+
+@check("day2.linkerd.meshed",
+       f"every emojivoto workload runs a Ready pod with the {PROXY} native sidecar",
+       hint=f"kubectl get -n {NAMESPACE} deploy -o yaml | linkerd inject - | kubectl apply -f -, "
+            f"then kubectl rollout status -n {NAMESPACE} deploy")
+def meshed(ctx: CheckContext) -> Outcome:
+    return meshed_apps(ctx, NAMESPACE, APPS, sidecar=PROXY)
+
+
+@check("day2.linkerd.failing-route",
+       f"ConfigMap {NAMESPACE}/{ANSWERS} names the gRPC route whose calls fail "
+       "(key failing-route)",
+       hint="`linkerd viz top deploy/voting` or `linkerd viz tap deploy/voting` while votes "
+            "come in: the path whose Success Rate is 0% is the answer, /<package.Service>/<Method>")
+def failing_route(ctx: CheckContext) -> Outcome:
+    given = answers(ctx).get("failing-route")
+    if not given:
+        return failed(f"ConfigMap {NAMESPACE}/{ANSWERS} has no key failing-route")
+    if given != FAILING_ROUTE:
+        return failed(f"failing-route is {given!r}: calls to that path do not fail")
+    return passed()
+
+
+@check("day2.linkerd.voting-restricted",
+       "voting's gRPC port answers web only: web's votes succeed, a direct call from vote-bot "
+       "(meshed, another identity) is refused with 403",
+       retry=SETTLE,
+       hint="a Server voting-grpc (podSelector app: voting-svc, port: grpc, proxyProtocol: gRPC), "
+            "and an AuthorizationPolicy targeting it that requires a MeshTLSAuthentication of "
+            "web's identity (identityRefs: [{kind: ServiceAccount, name: web}])")
+def voting_restricted(ctx: CheckContext) -> Outcome:
+    return expect_statuses(ctx, NAMESPACE, [
+        Expect("vote-bot", WEB_VOTE, 200, what="(a vote through web)"),
+        Expect("vote-bot", VOTING_CALL, 403, method="POST", what="(straight to voting)")])
+
+
+@check("day2.linkerd.default-deny",
+       "voting is default-deny: its prom port (no Server there) refuses vote-bot with 403, "
+       "while web's votes still succeed",
+       retry=SETTLE,
+       hint=f"annotate voting's pod template (not the running pod: the proxy reads it at start) "
+            f"with {DEFAULT_POLICY}: deny, e.g. kubectl patch deploy voting -n {NAMESPACE} -p "
+            "..., then kubectl rollout status")
+def default_deny(ctx: CheckContext) -> Outcome:
+    return expect_statuses(ctx, NAMESPACE, [
+        Expect("vote-bot", WEB_VOTE, 200, what="(a vote through web)"),
+        Expect("vote-bot", VOTING_METRICS, 403, what="(voting's metrics port)")])
+
+
+def while_running(command: list[str], action: Callable[[], object], *,
+                  lines: int | None = None, seconds: float = 30) -> list[str]:
+    """Run a streaming command (`linkerd viz tap ...`) while `action` sends requests, again
+    and again, until the command printed `lines` lines (with `lines`) or `seconds` passed; then
+    stop it (as Ctrl-C would) and return what it printed. A streaming command shows only the
+    requests made while it runs, and a notebook cell runs one thing at a time: hence this."""
+    process = subprocess.Popen([_script(command[0]), *command[1:]], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    out = process.stdout
+    assert out is not None  # stdout=PIPE
+    reader = threading.Thread(target=lambda: seen.extend(iter(out.readline, "")), daemon=True)
+    reader.start()
+    try:
+        settle(action, lambda _: (lines is not None and len(seen) >= lines)
+               or process.poll() is not None, seconds, 0.5, lambda result, _limit: result)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        reader.join(timeout=5)
+    return [line.rstrip("\n") for line in seen]
+
+
+def _script(name: str) -> str:
+    """The venv's console script `name` (what `!linkerd` runs in the notebook), else `name`."""
+    script = Path(sys.executable).parent / name
+    return str(script) if script.exists() else name
+
+
+def linkerd_until(args: list[str], shows: Callable[[str], bool], what: str,
+                  deadline: float = 120) -> str:
+    """The output of `linkerd <args>`, run every 2 s until `shows(output)` holds: what viz
+    shows comes from Prometheus, which sees a change only at its next scrape of the proxies.
+    Raises ProbeError at once when emojivoto is not meshed (there is nothing to wait for) or
+    the command fails, and after `deadline` seconds naming `what` was awaited."""
+    _require_meshed()
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([_script("linkerd"), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    done = settle(run, lambda result: result.returncode != 0 or shows(result.stdout),
+                  deadline, 2, lambda result, _limit: result)
+    if done.returncode != 0 or not shows(done.stdout):
+        said = (done.stderr or done.stdout).strip()[:300] or "no output"
+        raise ProbeError(f"`linkerd {' '.join(args)}` did not show {what} within "
+                         f"{deadline:.0f} s ({said}): is linkerd-viz installed and running? "
+                         "`linkerd viz check` says")
+    return done.stdout
+
+
+def _require_meshed() -> None:
+    """ProbeError unless every (not terminating) emojivoto pod has the linkerd-proxy sidecar."""
+    got = current_cluster().kubectl(f"--namespace={NAMESPACE}", "get", "pods", "-o", "json",
+                                    timeout=30)
+    pods = json.loads(got.stdout).get("items", []) if got.returncode == 0 else []
+    bare = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")
+            and not any(c.get("name") == PROXY for c in [*p["spec"].get("containers", []),
+                                                         *(p["spec"].get("initContainers")
+                                                           or [])])]
+    if not pods or bare:
+        raise ProbeError(f"emojivoto is not meshed yet (pods without {PROXY}: "
+                         f"{', '.join(bare) or 'no pods at all'}), so linkerd viz has nothing "
+                         "to show: run the cells of section 2 (linkerd inject) first")
+
+
+def wait_for_stats(deadline: float = 120) -> str:
+    """`linkerd viz stat deploy -n emojivoto` once web's row has a success rate (Prometheus
+    needs two scrapes of the proxies, with vote-bot's traffic in between, for a rate)."""
+    def web_rate(out: str) -> bool:
+        return any(line.split()[:1] == ["web"] and line.split()[2:3] != ["-"]
+                   for line in out.splitlines())
+    return linkerd_until(["viz", "stat", "deploy", "-n", NAMESPACE], web_rate,
+                         "a success rate for web", deadline)
