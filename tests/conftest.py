@@ -141,7 +141,8 @@ NOTEBOOK_SECONDS = "notebook seconds"
 # test file runs whole on one worker, so its module fixtures are made once. The longest files
 # (CI's slowest-durations list) start first, so no worker is left with one at the end while
 # the others idle.
-LONGEST_FILES = ("test_notebooks_student.py", "test_notebooks.py", "test_hub.py",
+LONGEST_FILES = ("test_notebooks_day2_canary.py", "test_notebooks_student.py", "test_notebooks.py",
+                 "test_hub.py",
                  "test_course_commands.py", "test_grading.py", "test_learner_browser.py",
                  "test_flagger.py")
 HOST_WIDE_LOCK = Path(tempfile.gettempdir()) / "meshlab-tests-host-wide.lock"
