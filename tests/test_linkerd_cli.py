@@ -1,7 +1,9 @@
-"""`linkerd` against a running embedded cluster: the installed control plane, injection through
-`kubectl apply`, the docs' pipe `kubectl get deploy -o yaml | linkerd inject - | kubectl apply
--f -`, `linkerd check` against upstream's golden, `version`, `identity`, and bad input; linkerd-viz
-installed on demand (`linkerd viz install | kubectl apply -f -`), then seen by `linkerd check`.
+"""`linkerd` against a running embedded cluster: the installed control plane (and the docs'
+`linkerd install --crds | kubectl apply -f -`, `linkerd install | kubectl apply -f -` over it),
+injection through `kubectl apply`, the docs' pipe `kubectl get deploy -o yaml | linkerd inject - |
+kubectl apply -f -`, `linkerd check` against upstream's golden, `version`, `identity`, and bad
+input; linkerd-viz installed on demand (`linkerd viz install | kubectl apply -f -`), then seen by
+`linkerd check`.
 
 Every command is the real console script and the real kubectl, on loopback only.
 """
@@ -25,6 +27,7 @@ from conftest import poll
 from linkerd_support import LINKERD, TIMEOUT_S, kubectl, run
 
 from labs.cluster import ClusterRef
+from labs.linkerd import install
 from labs.linkerd.cli import namespace_after_command
 from labs.versions import version
 
@@ -284,6 +287,44 @@ def test_check_pre_on_an_installed_cluster(cluster: ClusterRef) -> None:
     assert ("\u00d7 control plane namespace does not already exist\n    The \"linkerd\" "
             "namespace already exists\n") in done.stdout
     assert "\u221a can create Deployments\n" in done.stdout
+
+
+def test_getting_started_install_steps_apply_on_the_installed_cluster(cluster: ClusterRef
+                                                                      ) -> None:
+    """`linkerd install --crds | kubectl apply -f -`, then `linkerd install | kubectl apply -f -`
+    (getting-started) apply cleanly over the control plane the cluster installed at start: the
+    trust anchor in linkerd-config stays the cluster's, and `linkerd check` still passes."""
+    crds = run(cluster, "install", "--crds")
+    assert crds.returncode == 0, crds.stderr
+    assert {d["metadata"]["name"] for d in yaml.safe_load_all(crds.stdout) if d} >= {
+        "servers.policy.linkerd.io", "serviceprofiles.linkerd.io",
+        "authorizationpolicies.policy.linkerd.io"}
+    kubectl(cluster, "apply", "-f", "-", input=crds.stdout)
+    control_plane = run(cluster, "install")
+    assert control_plane.returncode == 0, control_plane.stderr
+    applied = kubectl(cluster, "apply", "-f", "-", input=control_plane.stdout)
+    assert "deployment.apps/linkerd-destination" in applied
+    roots = json.loads(kubectl(cluster, "get", "configmap", "-n", "linkerd",
+                               "linkerd-identity-trust-roots", "-o", "json"))
+    config = json.loads(kubectl(cluster, "get", "configmap", "-n", "linkerd", "linkerd-config",
+                                "-o", "json"))
+    values = yaml.safe_load(config["data"]["values"])
+    assert values["identityTrustAnchorsPEM"] == roots["data"]["ca-bundle.crt"]
+    checked = run(cluster, "check")
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.endswith("Status check results are \u221a\n")
+
+
+def test_install_refuses_the_control_plane_without_its_crds() -> None:
+    """As install.go: the control plane needs the CRDs first (here a cluster without them)."""
+    class NoCrds:
+        def get(self, resource: str, name: str, namespace: str = "") -> None:
+            return None
+
+    message = ("Linkerd CRDs must be installed first. Run linkerd install with the --crds "
+               "flag.")
+    with pytest.raises(install.InstallError, match=f"^{re.escape(message)}$"):
+        install.control_plane_text(NoCrds())  # type: ignore[arg-type]
 
 
 def test_other_clusters_need_the_real_linkerd(tmp_path: Path) -> None:

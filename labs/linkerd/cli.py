@@ -1,9 +1,9 @@
 """The `linkerd` console script: parse linkerd's flags, serve the embedded cluster, hand any
 other cluster to the real binary. Errors print as cobra does (`Error: ...` on stderr), exit 1.
 
-Commands (linkerd/linkerd2 `cli/cmd/`): `version`, `check`, `inject`, `uninject`, `identity`,
-`diagnostics proxy-metrics`, and the viz extension's (`viz/cmd/`, labs/linkerd/viz):
-`viz install|uninstall|check|stat|edges|routes|authz|tap|top`.
+Commands (linkerd/linkerd2 `cli/cmd/`): `version`, `install [--crds]`, `check`, `inject`,
+`uninject`, `identity`, `diagnostics proxy-metrics`, and the viz extension's (`viz/cmd/`,
+labs/linkerd/viz): `viz install|uninstall|check|stat|edges|routes|authz|tap|top`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from labs.embedded.mesh.linkerd.injection import (
 )
 from labs.istioctl.cli import _context_namespace  # the kubeconfig context's namespace
 from labs.istioctl.handover import select
-from labs.linkerd import diagnostics, handover, healthcheck, identity, inject, viz_checks
+from labs.linkerd import (
+    diagnostics,
+    handover,
+    healthcheck,
+    identity,
+    inject,
+    install,
+    viz_checks,
+)
 from labs.linkerd.checks import Context
 from labs.linkerd.kube import Kube, KubeError
 from labs.linkerd.viz import cli as viz_cli
@@ -75,6 +83,10 @@ def build_parser() -> Parser:
     ver.add_argument("-n", "--namespace", default="",
                      help="Namespace to use for --proxy versions (default: all namespaces)")
 
+    install = sub.add_parser("install", parents=[common],
+                             help="Output Kubernetes configs to install Linkerd")
+    install.add_argument("--crds", action="store_true",
+                         help="Install Linkerd CRDs")
     check = sub.add_parser("check", parents=[common],
                            help="Check the Linkerd installation for potential problems")
     check.add_argument("--pre", action="store_true",
@@ -134,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"Error: {exc}\nRun 'linkerd --help' for usage.", file=sys.stderr)
         return EXIT_ERROR
+    except install.InstallError as exc:  # printed bare, as install.go does
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
     except (ClusterError, KubeError, InjectionError, inject.InjectError,
             identity.IdentityError, VizError, ResourceError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -189,6 +204,9 @@ def run(args: argparse.Namespace, ref: ClusterRef) -> int:
         return cmd_version(args, kube)
     if command == "check":
         return cmd_check(args, kube)
+    if command == "install":
+        sys.stdout.write(install.crds_text() if args.crds else install.control_plane_text(kube))
+        return 0
     if command == "viz":
         return cmd_viz(args, kube, ref)
     if command == "diagnostics":

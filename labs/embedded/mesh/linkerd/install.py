@@ -45,14 +45,13 @@ def fill_trust_anchors(api: ObjectApi) -> bool:
     if config is None or not pem:
         return False
     try:
-        values = yaml.safe_load((config.get("data") or {}).get("values") or "") or {}
+        filled = values_with_trust_anchors((config.get("data") or {}).get("values") or "", pem)
     except yaml.YAMLError:
         log.error("%s/%s: `values` is not YAML; left as it is", NAMESPACE, CONFIG_MAP)
         return False
-    if not isinstance(values, dict) or values.get("identityTrustAnchorsPEM"):
+    if filled is None:
         return False
-    values["identityTrustAnchorsPEM"] = pem
-    data = {**config["data"], "values": yaml.safe_dump(values, sort_keys=True, width=100)}
+    data = {**config["data"], "values": filled}
     try:
         api.update(configmaps, NAMESPACE, CONFIG_MAP, {**config, "data": data},
                    validate=False, packaged=True)
@@ -60,3 +59,13 @@ def fill_trust_anchors(api: ObjectApi) -> bool:
         log.error("could not fill in %s/%s: %s", NAMESPACE, CONFIG_MAP, err.message)
         return False
     return True
+
+
+def values_with_trust_anchors(values_text: str, pem: str) -> str | None:
+    """linkerd-config's `values` with `identityTrustAnchorsPEM` set to `pem`; None when it
+    already has one (or is not a mapping). Raises yaml.YAMLError when it is not YAML."""
+    values = yaml.safe_load(values_text) or {}
+    if not isinstance(values, dict) or values.get("identityTrustAnchorsPEM"):
+        return None
+    values["identityTrustAnchorsPEM"] = pem
+    return yaml.safe_dump(values, sort_keys=True, width=100)
