@@ -191,7 +191,8 @@ FLOORS = [
           "Flagger drives every mesh through the objects it writes (VirtualService, HTTPRoute, "
           "TrafficSplit) and reads metrics from Prometheus, as upstream's controller does"),
     Floor("learner-side-through-labs-cluster",
-          ("labs.traffic", "labs.proxy", "labs.authz", "labs.checks", "labs.board"),
+          ("labs.traffic", "labs.proxy", "labs.authz", "labs.checks", "labs.board",
+           "labs.commands"),
           (EMBEDDED,), False,
           "the learner helpers run on every backend: they reach a cluster through labs.cluster "
           "(its capabilities), never the embedded cluster's internals"),

@@ -8,26 +8,21 @@ gRPC call to voting from a meshed workload that is not web, and web's votes stil
 Where the lab asks the learner to *find* something (the failing route), the answer is read from
 ConfigMap emojivoto/answers, which the notebook writes.
 
-The notebook's helpers live here too (as jwt.py's `share_signer`): `while_running` runs a
-streaming `linkerd viz tap`/`top` while requests are sent, and `linkerd_until` polls a
-`linkerd viz` command until Prometheus has scraped what the cell waits for."""
+The notebook's waits live here too (as jwt.py's `share_signer`): `linkerd_until` polls a
+`linkerd viz` command (labs.commands) until Prometheus has scraped what the cell waits for."""
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
 from labs.checks.public.day2 import Expect, expect_statuses, meshed_apps
 from labs.checks.registry import check
 from labs.cluster import current_cluster
-from labs.traffic import ProbeError, settle
+from labs.commands import output_until
+from labs.traffic import ProbeError
 
 NAMESPACE = "emojivoto"
 PROXY = "linkerd-proxy"  # the injected container's name (linkerd2 charts/partials/_proxy.tpl)
@@ -107,59 +102,13 @@ def default_deny(ctx: CheckContext) -> Outcome:
         Expect("vote-bot", VOTING_METRICS, 403, what="(voting's metrics port)")])
 
 
-def while_running(command: list[str], action: Callable[[], object], *,
-                  lines: int | None = None, seconds: float = 30) -> list[str]:
-    """Run a streaming command (`linkerd viz tap ...`) while `action` sends requests, again
-    and again, until the command printed `lines` lines (with `lines`) or `seconds` passed; then
-    stop it (as Ctrl-C would) and return what it printed. A streaming command shows only the
-    requests made while it runs, and a notebook cell runs one thing at a time: hence this."""
-    process = subprocess.Popen([_script(command[0]), *command[1:]], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
-    out = process.stdout
-    assert out is not None  # stdout=PIPE
-    reader = threading.Thread(target=lambda: seen.extend(iter(out.readline, "")), daemon=True)
-    reader.start()
-    try:
-        settle(action, lambda _: (lines is not None and len(seen) >= lines)
-               or process.poll() is not None, seconds, 0.5, lambda result, _limit: result)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        reader.join(timeout=5)
-    return [line.rstrip("\n") for line in seen]
-
-
-def _script(name: str) -> str:
-    """The venv's console script `name` (what `!linkerd` runs in the notebook), else `name`."""
-    script = Path(sys.executable).parent / name
-    return str(script) if script.exists() else name
-
-
 def linkerd_until(args: list[str], shows: Callable[[str], bool], what: str,
                   deadline: float = 120) -> str:
-    """The output of `linkerd <args>`, run every 2 s until `shows(output)` holds: what viz
-    shows comes from Prometheus, which sees a change only at its next scrape of the proxies.
-    Raises ProbeError at once when emojivoto is not meshed (there is nothing to wait for) or
-    the command fails, and after `deadline` seconds naming `what` was awaited."""
+    """The output of `linkerd <args>` once `shows(output)` holds (labs.commands.output_until);
+    at once a ProbeError when emojivoto is not meshed (there is nothing to wait for)."""
     _require_meshed()
-
-    def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([_script("linkerd"), *args], capture_output=True, text=True,
-                              timeout=60)
-
-    done = settle(run, lambda result: result.returncode != 0 or shows(result.stdout),
-                  deadline, 2, lambda result, _limit: result)
-    if done.returncode != 0 or not shows(done.stdout):
-        said = (done.stderr or done.stdout).strip()[:300] or "no output"
-        raise ProbeError(f"`linkerd {' '.join(args)}` did not show {what} within "
-                         f"{deadline:.0f} s ({said}): is linkerd-viz installed and running? "
-                         "`linkerd viz check` says")
-    return done.stdout
+    return output_until(["linkerd", *args], shows, what, deadline,
+                        "is linkerd-viz installed and running? `linkerd viz check` says")
 
 
 def _require_meshed() -> None:
