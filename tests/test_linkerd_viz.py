@@ -150,6 +150,51 @@ def test_tap_lines_are_upstreams_layout() -> None:
     assert tap.wide(wide[1].rstrip(" "), {}, {}) == wide[1]
 
 
+def json_documents(text: str) -> list[dict]:
+    """The indented JSON objects tap -o json prints one after another."""
+    decoder, found, position = json.JSONDecoder(), [], 0
+    while position < len(text.rstrip()):
+        value, position = decoder.raw_decode(text, position)
+        found.append(value)
+        position += len(text[position:]) - len(text[position:].lstrip())
+    return found
+
+
+def test_tap_json_is_upstreams_layout() -> None:
+    """-o json: the golden's request-init and response-end events, key for key, in Go's
+    MarshalIndent layout; the emulation records no headers or trailers (null), and names the
+    destination by what it knows (here only the TLS status)."""
+    line = {"direction": "outbound", "src": "0.0.0.1:0", "upstream_host": "[ff01::1]:0",
+            "tls": "TLSv1.3", "method": "GET", "host": "localhost", "path": "/some/path",
+            "response_code": "200", "latency": "5", "duration": "10000",
+            "response_tx": "100000", "grpc_status": "666", "bytes_sent": "1337"}
+    req, rsp, end = tap.render_json(line, 1, 0, tap.Peers())
+    golden_text = (GOLDEN / "tap_busy_output_json.golden").read_text()
+    golden_req, golden_end = json_documents(golden_text)
+    # Go's layout, byte for byte: each event re-rendered from the golden's own values
+    rendered = [tap.go_marshal_indent(doc) + "\n" for doc in (golden_req, golden_end)]
+    assert "".join(rendered) == golden_text
+    ours = json.loads(req)
+    assert list(ours) == list(golden_req)
+    assert ours["destination"]["metadata"] == {"tls": "true"}
+    assert ours["requestInitEvent"].pop("headers") is None
+    assert ours["requestInitEvent"].pop("scheme") == "HTTP"
+    golden_req["requestInitEvent"].pop("headers")
+    golden_req["requestInitEvent"].pop("scheme")
+    for doc in (ours, golden_req):
+        doc["destination"].pop("metadata")
+    assert ours == golden_req
+    ours = json.loads(end)
+    assert ours["responseEndEvent"].pop("trailers") is None
+    golden_end["responseEndEvent"].pop("trailers")
+    ours["destination"]["metadata"] = None
+    assert ours == golden_end
+    assert json.loads(rsp)["responseInitEvent"] == {
+        "id": {"base": 1, "stream": 0}, "sinceRequestInit": {"nanos": 5_000_000},
+        "httpStatus": 200, "headers": None}
+    assert "\\u0026" in tap.render_json({**line, "path": "/a?b=1&c=2"}, 1, 0, tap.Peers())[0]
+
+
 # -- on the cluster -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -340,6 +385,17 @@ def test_tap_shows_requests_with_mtls(viz: Viz) -> None:
                         rf"src_serviceaccount=web dst_deployment=emoji "
                         rf"dst_namespace={viz.namespace} dst_pod=emoji-\S+ "
                         r"dst_serviceaccount=emoji dst_tls=true", labels[1]), labels[1]
+    # -o json: three indented events per request (each ends with a line "}")
+    lines = tap_lines(viz.cluster, "deploy/web", "-n", viz.namespace, "--to", "deploy/emoji",
+                      "-o", "json", wanted=200)
+    events = json_documents("\n".join(lines[:max(i for i, x in enumerate(lines) if x == "}")
+                                             + 1]))
+    assert [next(k for k in e if k.endswith("Event")) for e in events[:3]] == [
+        "requestInitEvent", "responseInitEvent", "responseEndEvent"], events[:3]
+    assert events[0]["proxyDirection"] == "OUTBOUND"
+    assert events[0]["destination"]["metadata"]["deployment"] == "emoji"
+    assert events[0]["destination"]["metadata"]["tls"] == "true"
+    assert events[1]["responseInitEvent"]["httpStatus"] == 200
 
 
 def test_diagnostics_proxy_metrics(viz: Viz) -> None:

@@ -85,8 +85,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
     live = viz_sub.add_parser("tap", parents=[common], help="Listen to a traffic stream (on "
                               "the embedded cluster a request's events print once it ended)")
     _tap_flags(live)
-    live.add_argument("-o", "--output", default="", choices=["", "wide"],
-                      help='Output format. One of: "wide" (-o json is not emulated)')
+    live.add_argument("-o", "--output", default="", choices=["", "wide", "json"],
+                      help='Output format. One of: "wide", "json"')
     busiest = viz_sub.add_parser("top", parents=[common], help="Display sorted information "
                                  "about live traffic (without a terminal: printed at the end)")
     _tap_flags(busiest)
@@ -177,4 +177,4 @@ def cmd_tap(args: argparse.Namespace, kube: Kube, ref: ClusterRef, namespace: st
                           max_rps=args.max_rps)
     if args.viz_command == "top":
         return top.top(ref, kube, targets[0], filters, args.hide_sources, args.linkerd_namespace)
-    return tap.tap(ref, kube, targets[0], filters, args.output == "wide", args.linkerd_namespace)
+    return tap.tap(ref, kube, targets[0], filters, args.output, args.linkerd_namespace)

@@ -12,8 +12,9 @@ Emulation limits, said here and in `--help`: the three events of a request print
 it has completed (Envoy logs a request at its end); `id=<base>:<stream>` numbers the tapped pods
 and their requests; addresses are the loopback host ports every pod of the embedded cluster
 listens on; the metadata is what the emulation knows of a peer (namespace, pod, owner, service
-account, tls), no route labels; timings are Envoy's milliseconds in µs; `-o json` is not
-offered. The stream runs until Ctrl-C or until the cluster stops.
+account, tls), no route labels; timings are Envoy's milliseconds in µs; `-o json` prints each
+event as `renderTapEventJSON` does, with no headers or trailers (the access log has none). The
+stream runs until Ctrl-C or until the cluster stops.
 """
 
 from __future__ import annotations
@@ -134,13 +135,28 @@ def _us(ms: object) -> int:
         return 0
 
 
+def _addresses(line: Obj) -> tuple[str, str]:
+    """The request's source and destination as `host:port`."""
+    inbound = line.get("direction") == "inbound"
+    dst = line.get("local") if inbound else line.get("upstream_host")
+    return str(line.get("src") or ""), str(dst or "")
+
+
+def peer_labels(line: Obj, peers: Peers) -> tuple[dict[str, str], dict[str, str]]:
+    """The source's and destination's metadata, as the tap server labels them: an inbound
+    request's source is known by its TLS status only, its destination is the tapped pod."""
+    tls = _tls(line)
+    own = meta_labels(peers.by_dir.get(str(line.get("pod_dir"))))
+    if line.get("direction") == "inbound":
+        return {"tls": tls}, own
+    return own, {**meta_labels(peers.by_port.get(_port(_addresses(line)[1]) or -1)), "tls": tls}
+
+
 def render(line: Obj, base: int, stream: int, peers: Peers | None) -> list[str]:
     """The req/rsp/end lines of one request."""
     inbound = line.get("direction") == "inbound"
-    src = line.get("src") or ""
-    dst = line.get("local") if inbound else line.get("upstream_host")
-    tls = _tls(line)
-    flow = f"proxy={'in ' if inbound else 'out'} src={src} dst={dst or ''} tls={tls}"
+    src, dst = _addresses(line)
+    flow = f"proxy={'in ' if inbound else 'out'} src={src} dst={dst} tls={_tls(line)}"
     ident = f"id={base}:{stream} {flow}"
     status = int(line.get("response_code") or 0)
     grpc = line.get("grpc_status")
@@ -155,13 +171,56 @@ def render(line: Obj, base: int, stream: int, peers: Peers | None) -> list[str]:
               f"rsp {ident} :status={status} latency={_us(line.get('latency'))}µs", end]
     if peers is None:
         return events
-    own = meta_labels(peers.by_dir.get(str(line.get("pod_dir"))))
-    if inbound:  # the source is known by its TLS status only; the destination is this pod
-        src_labels, dst_labels = {"tls": tls}, own
-    else:
-        src_labels = own
-        dst_labels = {**meta_labels(peers.by_port.get(_port(dst) or -1)), "tls": tls}
+    src_labels, dst_labels = peer_labels(line, peers)
     return [wide(event, src_labels, dst_labels) for event in events]
+
+
+def render_json(line: Obj, base: int, stream: int, peers: Peers) -> list[str]:
+    """renderTapEventJSON (viz/cmd/tap.go, golden `viz/cmd/testdata/tap_busy_output_json.golden`):
+    each of the request's three events as an indented `tapEvent` (the emulation records no
+    headers or trailers: `null`; the scheme is the plaintext `HTTP` the app sees)."""
+    src, dst = _addresses(line)
+    src_labels, dst_labels = peer_labels(line, peers)
+    head: Obj = {"source": _endpoint(src, src_labels), "destination": _endpoint(dst, dst_labels),
+                 "routeMeta": None,
+                 "proxyDirection": "INBOUND" if line.get("direction") == "inbound"
+                 else "OUTBOUND"}
+    ident = {"base": base, "stream": stream}
+    grpc = line.get("grpc_status")
+    events = [
+        {**head, "requestInitEvent": {
+            "id": ident, "method": line.get("method") or "", "scheme": "HTTP",
+            "authority": line.get("host") or "", "path": line.get("path") or "",
+            "headers": None}},
+        {**head, "responseInitEvent": {
+            "id": ident, "sinceRequestInit": _go_duration(_us(line.get("latency"))),
+            "httpStatus": int(line.get("response_code") or 0), "headers": None}},
+        {**head, "responseEndEvent": {
+            "id": ident, "sinceRequestInit": _go_duration(_us(line.get("duration"))),
+            "sinceResponseInit": _go_duration(_us(line.get("response_tx"))),
+            "responseBytes": int(line.get("bytes_sent") or 0), "trailers": None,
+            "grpcStatusCode": int(grpc) if grpc not in (None, "") else 0}},
+    ]
+    return [go_marshal_indent(event) for event in events]
+
+
+def _endpoint(address: str, labels: dict[str, str]) -> Obj:
+    host, _, port = address.rpartition(":")
+    return {"ip": host.strip("[]"), "port": int(port) if port.isdigit() else 0,
+            "metadata": labels or None}
+
+
+def _go_duration(us: int) -> Obj:
+    """A protobuf Duration as Go's encoding/json writes the struct: zero fields left out."""
+    seconds, micros = divmod(us, 1_000_000)
+    return {**({"seconds": seconds} if seconds else {}),
+            **({"nanos": micros * 1000} if micros else {})}
+
+
+def go_marshal_indent(value: Obj) -> str:
+    """json.MarshalIndent(value, "", "  "): map keys sorted, and <, > and & escaped."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def meshed_pods(kube: Kube, resource: Resource, control_plane_ns: str) -> list[Obj]:
@@ -191,13 +250,14 @@ def stream_lines(ref: ClusterRef, pods: list[Obj]) -> Iterator[Obj]:
                 yield json.loads(raw)
 
 
-def tap(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, show_wide: bool,
+def tap(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, output: str,
         control_plane_ns: str, out: TextIO = sys.stdout) -> int:
+    """Stream the tapped pods' requests in tap's `output` format: "" (default), wide, json."""
     pods = meshed_pods(kube, resource, control_plane_ns)
     if not pods:
         name = f"{resource.kind}/{resource.name}" if resource.name else resource.kind
         raise VizError(f"no meshed pods found for {name} in namespace {resource.namespace}")
-    peers = Peers.of(kube.items("pods", None)) if show_wide else None
+    peers = Peers.of(kube.items("pods", None)) if output else None
     bases = {pod_dir_name(p): index for index, p in enumerate(pods)}
     streams = dict.fromkeys(bases, 0)
     try:
@@ -205,7 +265,10 @@ def tap(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, show_
             if not filters.matches(line):
                 continue
             pod_dir = str(line.get("pod_dir"))
-            for text in render(line, bases.get(pod_dir, 0), streams.get(pod_dir, 0), peers):
+            base, stream = bases.get(pod_dir, 0), streams.get(pod_dir, 0)
+            texts = (render_json(line, base, stream, peers) if output == "json" and peers
+                     else render(line, base, stream, peers))
+            for text in texts:
                 out.write(text + "\n")
             streams[pod_dir] = streams.get(pod_dir, 0) + 1
             out.flush()
