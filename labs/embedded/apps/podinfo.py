@@ -4,8 +4,10 @@ Routes, JSON shapes and metric names follow stefanprodan/podinfo 6.x `pkg/api/ht
 (server.go routes; info.go `RuntimeResponse`; status.go, delay.go, env.go, headers.go, echo.go,
 health.go, version.go; metrics.go): `GET /` and `/api/info` (runtime info), `/version`,
 `/healthz`, `/readyz` (+ `POST /readyz/enable|disable`), `/status/{code}`, `/delay/{seconds}`,
-`/env`, `/headers`, `/echo` and `/api/echo` (body back, 202), `/metrics`. Every request except
-those to the metrics port is counted as podinfo's Prometheus middleware does:
+`/env`, `/headers`, `/echo` and `/api/echo` (body back, 202), `POST /token` (token.go: an HS256
+JWT for the body's user, signed with `PODINFO_JWT_SECRET`, else main.go's viper default — the
+Flagger tutorials' acceptance test is `curl -sd 'test' .../token | grep token`), `/metrics`.
+Every request except those to the metrics port is counted as podinfo's Prometheus middleware does:
 `http_request_duration_seconds{method,path,status}` (client_golang's default buckets; `path` is the
 route's name or template turned into a label, e.g. `root`, `delay`, `api_info`) and
 `http_requests_total{status}` — what Flagger's builtin metrics and the tutorials' HPA read.
@@ -18,7 +20,7 @@ each request), `PODINFO_PORT_METRICS` (else 9797, as Flagger's manifest sets it)
 visibly: the container's `command` flags (the embedded runtime runs twins, not the image's
 command line — use the environment variables instead), the gRPC API on `--grpc-port` (that port
 answers this HTTP API), Go runtime metrics, the UI page (browsers get the JSON too), `/store`,
-`/cache`, `/token`, `/configs`, `/ws/echo`, `/chunked`, `/panic`, `/fault_injection`.
+`/cache`, `/token/validate`, `/configs`, `/ws/echo`, `/chunked`, `/panic`, `/fault_injection`.
 
     python -m labs.embedded.apps.podinfo --image ghcr.io/stefanprodan/podinfo:6.0.1 --port 9898
 """
@@ -26,6 +28,9 @@ answers this HTTP API), Go runtime metrics, the UI page (browsers get the JSON t
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -162,6 +167,23 @@ def version_of(image: str) -> str:
     return tail.rsplit(":", 1)[1].removeprefix("v") if ":" in tail else DEFAULT_VERSION
 
 
+JWT_SECRET = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # cmd/podinfo/main.go viper.SetDefault
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_token(user: str, secret: str, expires_at: int) -> str:
+    """tokenGenerateHandler's token: golang-jwt v4 HS256 over jwtCustomClaims (`name`, then
+    StandardClaims' non-empty `exp`, `iss`), compact JSON as Go's encoder writes it."""
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = _b64url(json.dumps({"name": user, "exp": expires_at, "iss": "podinfo"},
+                                separators=(",", ":"), ensure_ascii=False).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256)
+    return f"{header}.{claims}.{_b64url(signature.digest())}"
+
+
 class PodinfoHandler(TwinHandler):
     """The API port: podinfo's router behind its middleware chain (metrics, random delay/error)."""
 
@@ -247,6 +269,12 @@ class PodinfoHandler(TwinHandler):
                        [("X-Content-Type-Options", "nosniff"),
                         ("Content-Security-Policy", "default-src 'none'"),
                         ("X-Color", CONFIG.color)])
+        elif path == "/token" and method == "POST":
+            user = self.read_body().decode("utf-8", "replace") or "anonymous"
+            expires = int(time.time()) + 60
+            self._json(200, {"token": jwt_token(user, _flag("jwt-secret", JWT_SECRET), expires),
+                             "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()
+                             .replace("+00:00", "Z")})
         elif path == "/metrics" and method == "GET":
             self.reply(200, METRICS.text(), "text/plain; version=0.0.4; charset=utf-8")
         else:
