@@ -318,8 +318,8 @@ def test_getting_started_install_steps_apply_on_the_installed_cluster(cluster: C
 def test_install_refuses_the_control_plane_without_its_crds() -> None:
     """As install.go: the control plane needs the CRDs first (here a cluster without them)."""
     class NoCrds:
-        def get(self, resource: str, name: str, namespace: str = "") -> None:
-            return None
+        def cluster_items(self, resource: str, selector: str = "") -> list[object]:
+            return []
 
     message = ("Linkerd CRDs must be installed first. Run linkerd install with the --crds "
                "flag.")

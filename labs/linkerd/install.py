@@ -15,15 +15,14 @@ control plane is refused while the CRDs are missing.
 from __future__ import annotations
 
 from importlib import resources
-from string import Template
 
 import yaml
 
+from labs.embedded.mesh.install import manifest_objects
 from labs.embedded.mesh.linkerd.identity import NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY
 from labs.embedded.mesh.linkerd.injection import CONFIG_MAP
 from labs.embedded.mesh.linkerd.install import CONTROL_PLANE, values_with_trust_anchors
 from labs.linkerd.kube import Kube
-from labs.versions import versions
 
 CRDS = resources.files("labs.embedded.apiserver").joinpath("crds", "linkerd.yaml")
 # linkerd/linkerd2 cli/cmd/install.go, when CheckCustomResourceDefinitions fails
@@ -40,14 +39,14 @@ def crds_text() -> str:
 
 def control_plane_text(kube: Kube) -> str:
     """The control-plane manifest, with the cluster's trust anchor in linkerd-config."""
-    missing = [crd["metadata"]["name"] for crd in yaml.safe_load_all(CRDS.read_text())
-               if crd and kube.get("customresourcedefinitions", crd["metadata"]["name"]) is None]
-    if missing:
+    wanted = {crd["metadata"]["name"] for crd in yaml.safe_load_all(CRDS.read_text()) if crd}
+    served = {crd["metadata"]["name"]
+              for crd in kube.cluster_items("customresourcedefinitions")}
+    if wanted - served:
         raise InstallError(CRDS_FIRST)
     roots = kube.get("configmaps", TRUST_ROOTS_CONFIGMAP, NAMESPACE) or {}
     pem = (roots.get("data") or {}).get(TRUST_ROOTS_KEY, "")
-    documents = [doc for doc in yaml.safe_load_all(
-        Template(CONTROL_PLANE.read_text()).safe_substitute(versions())) if doc]
+    documents = manifest_objects(CONTROL_PLANE)
     for doc in documents:
         if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == CONFIG_MAP and pem:
             filled = values_with_trust_anchors(doc["data"].get("values") or "", pem)

@@ -223,8 +223,10 @@ def go_marshal_indent(value: Obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def meshed_pods(kube: Kube, resource: Resource, control_plane_ns: str) -> list[Obj]:
-    every = kube.items("pods", None)
+def meshed_pods(kube: Kube, resource: Resource, control_plane_ns: str,
+                every: list[Obj] | None = None) -> list[Obj]:
+    """The resource's running meshed pods (`every`: the cluster's pods, when already listed)."""
+    every = kube.items("pods", None) if every is None else every
     found = [p for obj in objects(kube, resource, False)
              for p in pods_of(resource.kind, obj, every)]
     return [p for p in found if (p.get("status") or {}).get("phase") == "Running"
@@ -250,14 +252,22 @@ def stream_lines(ref: ClusterRef, pods: list[Obj]) -> Iterator[Obj]:
                 yield json.loads(raw)
 
 
-def tap(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, output: str,
-        control_plane_ns: str, out: TextIO = sys.stdout) -> int:
-    """Stream the tapped pods' requests in tap's `output` format: "" (default), wide, json."""
-    pods = meshed_pods(kube, resource, control_plane_ns)
+def tapped_pods(kube: Kube, resource: Resource, control_plane_ns: str, every: list[Obj]
+                ) -> list[Obj]:
+    """What tap and top stream from: the resource's meshed pods; VizError when there are none."""
+    pods = meshed_pods(kube, resource, control_plane_ns, every)
     if not pods:
         name = f"{resource.kind}/{resource.name}" if resource.name else resource.kind
         raise VizError(f"no meshed pods found for {name} in namespace {resource.namespace}")
-    peers = Peers.of(kube.items("pods", None)) if output else None
+    return pods
+
+
+def tap(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, output: str,
+        control_plane_ns: str, out: TextIO = sys.stdout) -> int:
+    """Stream the tapped pods' requests in tap's `output` format: "" (default), wide, json."""
+    every = kube.items("pods", None)
+    pods = tapped_pods(kube, resource, control_plane_ns, every)
+    peers = Peers.of(every) if output else None
     bases = {pod_dir_name(p): index for index, p in enumerate(pods)}
     streams = dict.fromkeys(bases, 0)
     try:

@@ -23,9 +23,8 @@ from typing import Any, TextIO
 from labs.cluster import ClusterRef
 from labs.embedded.workload import pod_dir_name
 from labs.linkerd.kube import Kube
-from labs.linkerd.viz.prom import VizError
 from labs.linkerd.viz.resources import Resource
-from labs.linkerd.viz.tap import Filters, Peers, meshed_pods, stream_lines
+from labs.linkerd.viz.tap import Filters, Peers, stream_lines, tapped_pods
 
 Obj = dict[str, Any]
 REDRAW_S = 0.5
@@ -144,11 +143,8 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def top(ref: ClusterRef, kube: Kube, resource: Resource, filters: Filters, hide_sources: bool,
         control_plane_ns: str, out: TextIO = sys.stdout) -> int:
-    pods = meshed_pods(kube, resource, control_plane_ns)
-    if not pods:
-        name = f"{resource.kind}/{resource.name}" if resource.name else resource.kind
-        raise VizError(f"no meshed pods found for {name} in namespace {resource.namespace}")
     every = kube.items("pods", None)
+    pods = tapped_pods(kube, resource, control_plane_ns, every)
     peers = Peers.of(every)
     identities: dict[str, Obj | None] = {}
     for pod in every:  # a client identity names a pod when one pod has it

@@ -14,6 +14,17 @@ from labs.checks.model import Outcome, failed, passed
 from labs.istio_names import SIDECAR_CONTAINER
 
 REQUESTS = 2  # per expectation; a behavioural check also retries until it passes twice in a row
+LINKERD_PROXY = "linkerd-proxy"  # the injected container (linkerd2 charts/partials/_proxy.tpl)
+
+
+def has_container(pod: dict[str, object], name: str) -> bool:
+    """The pod runs a container `name`, app or init container (Linkerd's proxy is a native
+    sidecar: an init container with `restartPolicy: Always`)."""
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return False
+    return any(isinstance(c, dict) and c.get("name") == name
+               for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])])
 
 
 def meshed_apps(ctx: CheckContext, namespace: str, apps: Iterable[str],
@@ -27,9 +38,7 @@ def meshed_apps(ctx: CheckContext, namespace: str, apps: Iterable[str],
                 and _ready(p)]
         if not mine:
             missing.append(app)
-        elif not any(c.get("name") == sidecar for p in mine
-                     for c in [*p["spec"].get("containers", []),
-                               *(p["spec"].get("initContainers") or [])]):
+        elif not any(has_container(p, sidecar) for p in mine):
             bare.append(app)
     problems = ([f"no Ready pod for app {', '.join(missing)}"] if missing else []) + (
         [f"without the {sidecar} sidecar: {', '.join(bare)}"] if bare else [])

@@ -16,13 +16,12 @@ from typing import Any
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
-from labs.checks.public.day2 import meshed_apps
+from labs.checks.public.day2 import LINKERD_PROXY, meshed_apps
 from labs.checks.registry import check
 from labs.course import manifest
 
 Obj = dict[str, Any]
 NAMESPACE = "test"
-PROXY = "linkerd-proxy"  # linkerd2 charts/partials/templates/_proxy.tpl: the container's name
 APPS = ("curl", "flagger-loadtester", "backend")
 PORT = 9898
 IMAGE = "ghcr.io/stefanprodan/podinfo"
@@ -41,12 +40,12 @@ SPLIT_KIND = "trafficsplits.split.smi-spec.io"
 
 @check("day2.canary.workloads",
        f"curl, the load tester and backend v1/v2 run in {NAMESPACE}, each pod with a "
-       f"{PROXY}", fatal=True, points=0,
+       f"{LINKERD_PROXY}", fatal=True, points=0,
        hint=f"run the lab's setup cell: namespace {NAMESPACE} annotated "
             f"linkerd.io/inject=enabled, then {manifest('curl')}, "
             f"{manifest('flagger-loadtester')} and the backend Deployments applied")
 def workloads(ctx: CheckContext) -> Outcome:
-    return meshed_apps(ctx, NAMESPACE, APPS, sidecar=PROXY)
+    return meshed_apps(ctx, NAMESPACE, APPS, sidecar=LINKERD_PROXY)
 
 
 def podinfo_version(body: str) -> str | None:

@@ -18,14 +18,19 @@ from collections.abc import Callable
 
 from labs.checks.context import CheckContext
 from labs.checks.model import Outcome, Retry, failed, passed
-from labs.checks.public.day2 import Expect, expect_statuses, meshed_apps
+from labs.checks.public.day2 import (
+    LINKERD_PROXY,
+    Expect,
+    expect_statuses,
+    has_container,
+    meshed_apps,
+)
 from labs.checks.registry import check
 from labs.cluster import current_cluster
 from labs.commands import output_until
 from labs.traffic import ProbeError
 
 NAMESPACE = "emojivoto"
-PROXY = "linkerd-proxy"  # the injected container's name (linkerd2 charts/partials/_proxy.tpl)
 APPS = ("web-svc", "emoji-svc", "voting-svc", "vote-bot")  # their pods' `app` labels
 DEPLOYMENTS = ("emoji", "vote-bot", "voting", "web")
 ANSWERS = "answers"  # ConfigMap the notebook writes the learner's findings to
@@ -55,11 +60,11 @@ def emojivoto(ctx: CheckContext) -> Outcome:
 
 
 @check("day2.linkerd.meshed",
-       f"every emojivoto workload runs a Ready pod with the {PROXY} native sidecar",
+       f"every emojivoto workload runs a Ready pod with the {LINKERD_PROXY} native sidecar",
        hint=f"kubectl get -n {NAMESPACE} deploy -o yaml | linkerd inject - | kubectl apply -f -, "
             f"then kubectl rollout status -n {NAMESPACE} deploy")
 def meshed(ctx: CheckContext) -> Outcome:
-    return meshed_apps(ctx, NAMESPACE, APPS, sidecar=PROXY)
+    return meshed_apps(ctx, NAMESPACE, APPS, sidecar=LINKERD_PROXY)
 
 
 @check("day2.linkerd.failing-route",
@@ -117,11 +122,9 @@ def _require_meshed() -> None:
                                     timeout=30)
     pods = json.loads(got.stdout).get("items", []) if got.returncode == 0 else []
     bare = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")
-            and not any(c.get("name") == PROXY for c in [*p["spec"].get("containers", []),
-                                                         *(p["spec"].get("initContainers")
-                                                           or [])])]
+            and not has_container(p, LINKERD_PROXY)]
     if not pods or bare:
-        raise ProbeError(f"emojivoto is not meshed yet (pods without {PROXY}: "
+        raise ProbeError(f"emojivoto is not meshed yet (pods without {LINKERD_PROXY}: "
                          f"{', '.join(bare) or 'no pods at all'}), so linkerd viz has nothing "
                          "to show: run the cells of section 2 (linkerd inject) first")
 
