@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 from scale import NS, Cluster, control_plane, timed  # bench/scale.py: this folder is on sys.path
 
 from labs.embedded.mesh.linkerd.controlplane import LinkerdControlPlane
-from labs.embedded.mesh.linkerd.identity import ensure_identity_objects
+from labs.embedded.mesh.linkerd.install import install_linkerd
 from labs.embedded.workload import APP_PORTS, HOST_PORTS, PROXY_PORTS
 
 Obj = dict[str, Any]
@@ -72,7 +72,7 @@ def add_linkerd_services(cluster: Cluster, count: int) -> None:
 
 def measure(services: int) -> dict[str, list[float]]:
     cluster = Cluster(services)
-    ensure_identity_objects(cluster.api)
+    install_linkerd(cluster.api)
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as root:
         istio = control_plane(cluster, Path(root) / "istio")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from linkerd_support import install_linkerd
 
 from labs.cluster import ClusterRef, EmbeddedCluster
 
@@ -55,6 +56,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRef]:
         yield ClusterRef(kubeconfig, embedded.name, embedded)
     finally:
         embedded.down()
+
+
+@pytest.fixture(scope="module")
+def linkerd_installed(cluster: ClusterRef) -> ClusterRef:
+    """The session's cluster with Linkerd's control plane installed (`linkerd install`): the
+    cluster starts without it. Modules that mesh with Linkerd use it (`pytestmark`)."""
+    install_linkerd(cluster)
+    return cluster
 
 
 class Kubectl:

@@ -28,3 +28,14 @@ def kubectl(cluster: ClusterRef, *args: str, input: str | None = None,
     done = cluster.kubectl(*args, input=input, timeout=timeout)
     assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
     return done.stdout
+
+
+def install_linkerd(cluster: ClusterRef) -> None:
+    """Linkerd's control plane as getting-started installs it (the cluster starts without it),
+    its Deployments Available; running it again changes nothing."""
+    for args in (("install", "--crds"), ("install",)):
+        rendered = run(cluster, *args)
+        assert rendered.returncode == 0, f"linkerd {' '.join(args)}: {rendered.stderr}"
+        kubectl(cluster, "apply", "-f", "-", input=rendered.stdout)
+    kubectl(cluster, "wait", "-n", "linkerd", "--for=condition=Available", "deployment",
+            "--all", f"--timeout={TIMEOUT_S}s", timeout=TIMEOUT_S + 10)

@@ -27,6 +27,8 @@ from labs.checks import Check, CheckContext, Report, Retry, Status, find, run_ch
 from labs.checks.public.day2.linkerd import NAMESPACE
 from labs.cluster import ClusterRef
 
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
+
 PASS, FAIL, SKIP = Status.PASS, Status.FAIL, Status.SKIP
 QUICK = Retry(consecutive=2, deadline=2.5, interval=0.5)
 NOTEBOOK = COURSE / "day2" / "03-linkerd.ipynb"

@@ -55,6 +55,8 @@ from labs.cluster import ClusterRef
 from labs.embedded.flagger import spec, webhooks
 from labs.embedded.loopback import free_port
 
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
+
 Obj = dict[str, Any]
 TICK_S = 2
 TICK = f"{TICK_S}s"

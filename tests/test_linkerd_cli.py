@@ -24,12 +24,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import poll
-from linkerd_support import LINKERD, TIMEOUT_S, kubectl, run
+from linkerd_support import LINKERD, TIMEOUT_S, install_linkerd, kubectl, run
 
-from labs.cluster import ClusterRef
+from labs.cluster import ClusterRef, EmbeddedCluster
 from labs.linkerd import install
 from labs.linkerd.cli import namespace_after_command
 from labs.versions import version
+
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "linkerd"
 # What `linkerd check --proxy` shows as ‼ on the embedded cluster by design (each with its
@@ -289,11 +291,17 @@ def test_check_pre_on_an_installed_cluster(cluster: ClusterRef) -> None:
     assert "\u221a can create Deployments\n" in done.stdout
 
 
-def test_getting_started_install_steps_apply_on_the_installed_cluster(cluster: ClusterRef
-                                                                      ) -> None:
-    """`linkerd install --crds | kubectl apply -f -`, then `linkerd install | kubectl apply -f -`
-    (getting-started) apply cleanly over the control plane the cluster installed at start: the
-    trust anchor in linkerd-config stays the cluster's, and `linkerd check` still passes."""
+def test_install_again_keeps_the_clusters_identity(cluster: ClusterRef) -> None:
+    """Running getting-started's two install steps on an installed cluster applies cleanly and
+    hands back the cluster's trust anchor and issuer (a fresh pair would leave every running
+    proxy distrusting its peers); linkerd-config keeps that anchor and `linkerd check` passes."""
+    def identity() -> tuple[str, str]:
+        roots = json.loads(kubectl(cluster, "get", "configmap", "-n", "linkerd",
+                                   "linkerd-identity-trust-roots", "-o", "json"))
+        issuer = json.loads(kubectl(cluster, "get", "secret", "-n", "linkerd",
+                                    "linkerd-identity-issuer", "-o", "json"))
+        return roots["data"]["ca-bundle.crt"], issuer["data"]["crt.pem"]
+    before = identity()
     crds = run(cluster, "install", "--crds")
     assert crds.returncode == 0, crds.stderr
     assert {d["metadata"]["name"] for d in yaml.safe_load_all(crds.stdout) if d} >= {
@@ -304,15 +312,43 @@ def test_getting_started_install_steps_apply_on_the_installed_cluster(cluster: C
     assert control_plane.returncode == 0, control_plane.stderr
     applied = kubectl(cluster, "apply", "-f", "-", input=control_plane.stdout)
     assert "deployment.apps/linkerd-destination" in applied
-    roots = json.loads(kubectl(cluster, "get", "configmap", "-n", "linkerd",
-                               "linkerd-identity-trust-roots", "-o", "json"))
+    assert "secret/linkerd-identity-issuer" in applied
+    assert identity() == before
     config = json.loads(kubectl(cluster, "get", "configmap", "-n", "linkerd", "linkerd-config",
                                 "-o", "json"))
-    values = yaml.safe_load(config["data"]["values"])
-    assert values["identityTrustAnchorsPEM"] == roots["data"]["ca-bundle.crt"]
+    assert yaml.safe_load(config["data"]["values"])["identityTrustAnchorsPEM"] == before[0]
     checked = run(cluster, "check")
     assert checked.returncode == 0, checked.stdout
     assert checked.stdout.endswith("Status check results are \u221a\n")
+
+
+def test_getting_started_on_a_fresh_cluster(tmp_path: Path) -> None:
+    """A new cluster has no Linkerd: `check --pre` passes, a pod of an inject-annotated
+    namespace gets no proxy; after `linkerd install --crds | kubectl apply -f -` and `linkerd
+    install | kubectl apply -f -` (which generates the identity objects), `linkerd check`
+    passes and a new pod of that namespace is injected."""
+    embedded = EmbeddedCluster("fresh-l5d", tmp_path / "state")
+    fresh = ClusterRef(embedded.up(), embedded.name, embedded)
+    try:
+        assert fresh.kubectl("get", "namespace", "linkerd").returncode == 1
+        pre = run(fresh, "check", "--pre")
+        assert pre.returncode == 0, pre.stdout
+        kubectl(fresh, "create", "namespace", "app")
+        kubectl(fresh, "annotate", "namespace", "app", "linkerd.io/inject=enabled")
+        kubectl(fresh, "apply", "-f", "-", input=web_deployment("app"))
+        rolled_out(fresh, "app", meshed=False)
+        rendered = run(fresh, "install")
+        kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered.stdout)
+                 if d}
+        assert {("Secret", "linkerd-identity-issuer"),
+                ("ConfigMap", "linkerd-identity-trust-roots")} <= kinds
+        install_linkerd(fresh)
+        checked = run(fresh, "check")
+        assert checked.returncode == 0, checked.stdout
+        kubectl(fresh, "rollout", "restart", "-n", "app", "deployment/web")
+        rolled_out(fresh, "app", meshed=True)
+    finally:
+        embedded.down()
 
 
 def test_install_refuses_the_control_plane_without_its_crds() -> None:

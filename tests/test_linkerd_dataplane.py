@@ -38,10 +38,10 @@ from labs.embedded.mesh.linkerd.identity import (
     TRUST_ROOTS_CONFIGMAP,
     IdentityError,
     LinkerdIssuer,
-    ensure_identity_objects,
     generate_credentials,
     identity_name,
 )
+from labs.embedded.mesh.linkerd.install import install_linkerd
 from labs.embedded.mesh.linkerd.metrics import LinkerdMetrics
 from labs.embedded.mesh.linkerd.state import LinkerdState
 from labs.embedded.mesh.proxy_env import ProxyConfigError, xds_files
@@ -58,6 +58,8 @@ from labs.embedded.workload import (
     pod_dir_name,
 )
 from labs.versions import version
+
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
 
 Obj = dict[str, Any]
 GOLDEN = Path(__file__).parent / "golden" / "linkerd" / "injected_emojivoto_web.yaml"
@@ -340,9 +342,9 @@ def _get(api: ObjectApi, plural: str, name: str) -> Obj | None:
 
 
 def test_identity_objects_are_linkerd_installs(api: ObjectApi) -> None:
-    """Created once, as the chart writes them: an ECDSA P-256 anchor and an issuer it signed,
-    365 days each; a second call keeps them."""
-    assert ensure_identity_objects(api) is True
+    """Created by the install, as the chart writes them: an ECDSA P-256 anchor and an issuer it
+    signed, 365 days each; installing again keeps them."""
+    assert install_linkerd(api) > 25
     namespace = _get(api, "namespaces", NAMESPACE)
     assert namespace is not None
     assert namespace["metadata"]["labels"]["linkerd.io/is-control-plane"] == "true"
@@ -357,7 +359,7 @@ def test_identity_objects_are_linkerd_installs(api: ObjectApi) -> None:
     assert anchor.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
     assert crt.not_valid_after_utc - crt.not_valid_before_utc == dt.timedelta(days=365)
     crt.verify_directly_issued_by(anchor)
-    assert ensure_identity_objects(api) is False
+    assert install_linkerd(api) == 0
     assert _get(api, "configmaps", TRUST_ROOTS_CONFIGMAP) == roots
 
 
@@ -370,7 +372,7 @@ def _objects() -> tuple[Obj, Obj]:
 
 def test_issuer_rejects_broken_objects_with_a_fix() -> None:
     roots, issuer = _objects()
-    with pytest.raises(IdentityError, match="is missing: restart the cluster"):
+    with pytest.raises(IdentityError, match="is missing: Linkerd's control plane is not installed"):
         LinkerdIssuer.from_objects(roots, None)
     broken = copy.deepcopy(issuer)
     broken["data"]["key.pem"] = base64.b64encode(b"not a key").decode()
@@ -485,7 +487,7 @@ def test_control_plane_configures_started_proxies(api: ObjectApi, tmp_path: Path
     on the app port's, outbound); one the runtime has not started gets nothing, nor does one
     injected with other trust anchors (the golden's); renewal reissues at half life only; a
     new issuer reissues at once."""
-    ensure_identity_objects(api)
+    install_linkerd(api)
     _create(api, "namespaces", "", {"metadata": {"name": "shop"}})
     pod, waiting = _proxy_pod(api, "web-1"), _proxy_pod(api, "web-2", started=False)
     foreign_anchors = next(e["value"] for e in golden()["spec"]["template"]["spec"][
@@ -513,7 +515,7 @@ def test_control_plane_configures_started_proxies(api: ObjectApi, tmp_path: Path
         rt = api.registry.lookup("", "v1", plural)
         assert rt is not None
         api.delete(rt, NAMESPACE, name)
-    ensure_identity_objects(api)
+    install_linkerd(api)
     plane.sync()
     assert _serial(files) not in (first, renewed)
 

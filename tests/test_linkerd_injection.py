@@ -27,7 +27,6 @@ from labs.embedded.controllers.replicaset import pod_from_template
 from labs.embedded.daemon import install_course_crds
 from labs.embedded.mesh.istio import injection as istio_injection
 from labs.embedded.mesh.linkerd import injection
-from labs.embedded.mesh.linkerd.identity import ensure_identity_objects
 from labs.embedded.mesh.linkerd.install import install_linkerd
 from labs.linkerd import inject
 from labs.versions import version
@@ -153,7 +152,6 @@ def api() -> ObjectApi:
         if api.find(NAMESPACES, "", name) is None:
             api.create(NAMESPACES, "", {"metadata": {
                 "name": name, "annotations": ns_annotations, "labels": labels}})
-    ensure_identity_objects(api)
     install_linkerd(api)
     return api
 
@@ -285,8 +283,8 @@ def test_install_is_idempotent_and_fills_the_trust_anchors(api: ObjectApi) -> No
 
 
 def test_install_builds_no_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Linkerd goes in at cluster start like Istio's manifests: packaged, without building a
-    schema (tests/test_daemon_start.py says why)."""
+    """The in-process install (tests, benches) creates its objects packaged, as the cluster's
+    own manifests are, without building a schema (tests/test_daemon_start.py says why)."""
     def no_schema(api_version: str, kind: str) -> None:
         raise AssertionError(f"a schema was built for {api_version} {kind} during the start")
 
@@ -294,7 +292,6 @@ def test_install_builds_no_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     api = ObjectApi(Store(None), ResourceRegistry())
     install_course_crds(api)
     asyncio.run(controllers.bootstrap(api))
-    ensure_identity_objects(api)
     assert install_linkerd(api) > 25  # the control plane only: viz is installed on demand
     config = api.find(CONFIGMAPS, "linkerd", "linkerd-config")
     assert config is not None and "BEGIN CERTIFICATE" in config["data"]["values"]

@@ -35,6 +35,8 @@ from labs.embedded.mesh.linkerd.policy import port_policy
 from labs.embedded.mesh.linkerd.state import LinkerdState
 from labs.embedded.workload import pod_dir_name
 
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
+
 Obj = dict[str, Any]
 DEFAULTS = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
             "cluster-authenticated", "deny", "audit")

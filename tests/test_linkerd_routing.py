@@ -35,6 +35,8 @@ from labs.embedded.mesh.linkerd.routing import (
 from labs.embedded.mesh.linkerd.routing_status import adaptor_profile
 from labs.embedded.mesh.linkerd.state import LinkerdState
 
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
+
 Obj = dict
 PORT = 9898
 PODINFO = "ghcr.io/stefanprodan/podinfo:6.0.1"

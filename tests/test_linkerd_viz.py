@@ -36,6 +36,8 @@ from labs.cluster import ClusterRef
 from labs.embedded.mesh.prometheus import linkerd_proxy_labels
 from labs.linkerd.viz import authz, edges, routes, stat, tap, top
 
+pytestmark = pytest.mark.usefixtures("linkerd_installed")  # the cluster starts without it
+
 GOLDEN = Path(__file__).resolve().parent / "golden" / "linkerd"
 MANIFEST = Path(__file__).resolve().parent.parent / "labs" / "manifests" / "emojivoto.yaml"
 TIMEOUT_S = 60

@@ -30,7 +30,7 @@ from labs.embedded.apiserver.builtin_schemas import builtin_schema
 from labs.embedded.apiserver.course_crds import course_crds, forget_parsed
 from labs.embedded.apiserver.crd_types import established_status
 from labs.embedded.apiserver.errors import ApiError
-from labs.embedded.apiserver.objects import random_token
+from labs.embedded.apiserver.objects import random_token, with_last_applied
 from labs.embedded.apiserver.resources import ResourceRegistry
 from labs.embedded.apiserver.server import ApiServer
 from labs.embedded.apiserver.store import Store
@@ -48,8 +48,6 @@ from .mesh.istio.config_validation import register_istio_validation
 from .mesh.istio.gateway_install import install_ingress_gateway
 from .mesh.istio.injection import register_injection
 from .mesh.linkerd import injection as linkerd_injection
-from .mesh.linkerd.identity import ensure_identity_objects
-from .mesh.linkerd.install import install_linkerd
 from .mesh.linkerd.policy_validation import register_policy_validation
 
 if TYPE_CHECKING:
@@ -100,7 +98,7 @@ def install_course_crds(api: ObjectApi) -> None:
     """Create the course's CRDs, or bring them up to date with the packaged versions."""
     rt = api.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     assert rt is not None
-    for crd in course_crds():
+    for crd in map(with_last_applied, course_crds()):  # as if applied: a learner may apply them
         name = crd["metadata"]["name"]
         existing = api.find(rt, "", name)
         if existing is None:
@@ -266,9 +264,7 @@ class Daemon:
                       kubeconfig_text(paths.name, port, token, tls.ca_cert.read_bytes()))
         tasks = [asyncio.create_task(c.run(), name=type(c).__name__)
                  for c in controllers.all_controllers(api, ca_pem=tls.ca_cert.read_text())]
-        install_ingress_gateway(api)
-        ensure_identity_objects(api)
-        install_linkerd(api)
+        install_ingress_gateway(api)  # Linkerd is not: `linkerd install` does (labs/linkerd)
         install_addons(api)
 
         def publish_endpoint() -> None:

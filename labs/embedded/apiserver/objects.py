@@ -80,6 +80,24 @@ def json_dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def with_last_applied(obj: Obj) -> Obj:
+    """`obj` annotated as `kubectl apply` leaves what it created (its configuration as compact
+    JSON with sorted keys, as kubectl's encoder writes it, without status or this annotation),
+    so a later `kubectl apply` of the same manifest reports it unchanged instead of warning that
+    the annotation is missing. For what the cluster installs as if applied."""
+    applied = {k: v for k, v in obj.items() if k != "status"}
+    annotations = {k: v for k, v in ((applied.get("metadata") or {}).get("annotations") or {}
+                                     ).items() if k != LAST_APPLIED}
+    applied["metadata"] = {**(applied.get("metadata") or {}), "annotations": annotations}
+    if not annotations:
+        del applied["metadata"]["annotations"]
+    return {**obj, "metadata": {**obj.get("metadata", {}), "annotations": {
+        **annotations, LAST_APPLIED: json_dump(applied) + "\n"}}}
+
+
 def meta(obj: Obj) -> Obj:
     return obj.setdefault("metadata", {})
 

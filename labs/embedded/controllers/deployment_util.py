@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from labs.embedded.apiserver.objects import now, parse_time
+from labs.embedded.apiserver.objects import LAST_APPLIED, now, parse_time
 
 Obj = dict[str, Any]
 
@@ -22,7 +22,6 @@ REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 ROLLBACK_TO = "deprecated.deployment.rollback.to"
 # Deployment annotations never copied onto its ReplicaSets (and kept by `rollout undo`).
 ANNOTATIONS_TO_SKIP = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS,

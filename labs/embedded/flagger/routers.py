@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from labs.embedded.apiserver.api import ObjectApi
 from labs.embedded.apiserver.errors import ApiError
+from labs.embedded.apiserver.objects import LAST_APPLIED
 from labs.embedded.apiserver.resources import ResourceType
 
 from . import spec
@@ -35,7 +36,6 @@ from .status import MANAGER
 
 Obj = dict[str, Any]
 CONFIG_ANNOTATION = "flagger.kubernetes.io/original-configuration"
-KUBECTL_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 ISTIO, GATEWAY_API_V1BETA1, LINKERD = "istio", "gatewayapi:v1beta1", "linkerd"
 PROVIDERS = (ISTIO, GATEWAY_API_V1BETA1, LINKERD)
 NOT_EMULATED_ANALYSIS = ("sessionAffinity",)
@@ -244,13 +244,13 @@ class IstioRouter:
                 "spec": new_spec}, "VirtualService")
             return
         old_annotations = current["metadata"].get("annotations") or {}
-        for kept in (KUBECTL_ANNOTATION, CONFIG_ANNOTATION):
+        for kept in (LAST_APPLIED, CONFIG_ANNOTATION):
             if kept in old_annotations:
                 annotations[kept] = old_annotations[kept]
         spec_differs = _without_weights(new_spec) != _without_weights(current.get("spec") or {})
         if spec_differs or labels != (current["metadata"].get("labels") or {}) or \
                 annotations != old_annotations:
-            if spec_differs and KUBECTL_ANNOTATION not in annotations:
+            if spec_differs and LAST_APPLIED not in annotations:
                 # the VirtualService Flagger takes over is kept, to be restored on deletion
                 annotations[CONFIG_ANNOTATION] = json.dumps(current.get("spec") or {})
             current["spec"] = new_spec

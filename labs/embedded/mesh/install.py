@@ -19,6 +19,7 @@ from labs.versions import versions
 
 from ..apiserver.api import ObjectApi
 from ..apiserver.errors import ApiError
+from ..apiserver.objects import with_last_applied
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -35,11 +36,17 @@ def manifest_objects(path: Path) -> list[Obj]:
 
 def install_manifest(api: ObjectApi, path: Path) -> int:
     """Create what is missing of the manifest's objects; returns how many were created."""
+    return create_missing(api, manifest_objects(path), path.name)
+
+
+def create_missing(api: ObjectApi, objects: list[Obj], source: str) -> int:
+    """Create those of `objects` that do not exist yet, annotated as `kubectl apply` leaves
+    them; returns how many were created. `source` names them in errors."""
     created = 0
-    for obj in manifest_objects(path):
+    for obj in map(with_last_applied, objects):
         rt = api.registry.by_kind(obj["apiVersion"], obj["kind"])
         if rt is None:
-            raise RuntimeError(f"{path}: the embedded API server does not serve "
+            raise RuntimeError(f"{source}: the embedded API server does not serve "
                                f"{obj['apiVersion']} {obj['kind']}")
         meta = obj["metadata"]
         namespace = meta.get("namespace", "") if rt.namespaced else ""
@@ -48,7 +55,7 @@ def install_manifest(api: ObjectApi, path: Path) -> int:
         try:
             api.create(rt, namespace, obj, validate=False, packaged=True)  # no schema to build
         except ApiError as err:  # e.g. istio-system is being deleted: the cluster still runs
-            log.error("%s: %s %s was not created: %s", path.name, obj["kind"], meta["name"],
+            log.error("%s: %s %s was not created: %s", source, obj["kind"], meta["name"],
                       err.message)
             continue
         created += 1

@@ -185,7 +185,8 @@ class LinkerdControlPlane:
             self._certs.pop(uid, None)
         self._proxies = live
         try:
-            self.routing.write(state)
+            if state.trust_roots is not None:  # Linkerd is installed: its controllers run
+                self.routing.write(state)
         except Exception:
             log.exception("writing Linkerd's HTTPRoute status and SMI ServiceProfiles failed")
         for observe in self.observers:

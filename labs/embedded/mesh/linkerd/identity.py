@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import logging
 import warnings
 from typing import Any
 
@@ -36,12 +35,9 @@ from cryptography.x509.oid import NameOID
 
 from labs.versions import version
 
-from ...apiserver.api import ObjectApi
-from ...apiserver.errors import ApiError
 from ..ca import CertIssuer, MeshCAError, WorkloadCert, cert_pem, key_pem, key_usage
 from ..kube_state import TRUST_DOMAIN, service_account
 
-log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 NAMESPACE = "linkerd"  # the control plane's namespace, part of every identity name
@@ -106,51 +102,14 @@ def _metadata(name: str) -> Obj:
             "annotations": {"linkerd.io/created-by": f"linkerd/cli {version('LINKERD_VERSION')}"}}
 
 
-def _namespace() -> Obj:
-    """The `linkerd` Namespace as `linkerd install` writes it (linkerd2
-    `charts/linkerd-control-plane/templates/namespace.yaml`, without CNI)."""
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": NAMESPACE, "annotations": {"linkerd.io/inject": "disabled"},
-        "labels": {"linkerd.io/is-control-plane": "true",
-                   "config.linkerd.io/admission-webhooks": "disabled",
-                   "linkerd.io/control-plane-ns": NAMESPACE,
-                   "pod-security.kubernetes.io/enforce": "privileged"}}}
-
-
-def ensure_identity_objects(api: ObjectApi) -> bool:
-    """Create the `linkerd` namespace, trust roots and issuer where missing (idempotent; a
-    learner's own certificates are kept). Both objects are made together from one fresh pair,
-    so a lone survivor of the two is left alone and reported. Returns True when created."""
-    ns_rt = api.registry.lookup("", "v1", "namespaces")
-    cm_rt = api.registry.lookup("", "v1", "configmaps")
-    secret_rt = api.registry.lookup("", "v1", "secrets")
-    assert ns_rt is not None and cm_rt is not None and secret_rt is not None
-    roots = api.find(cm_rt, NAMESPACE, TRUST_ROOTS_CONFIGMAP)
-    issuer = api.find(secret_rt, NAMESPACE, ISSUER_SECRET)
-    if roots is not None or issuer is not None:
-        if roots is None or issuer is None:
-            log.error("only one of %s/%s and %s/%s exists: Linkerd proxies get no certificates "
-                      "until both do (delete the other and restart the cluster to have a new pair "
-                      "generated)", NAMESPACE,
-                      TRUST_ROOTS_CONFIGMAP, NAMESPACE, ISSUER_SECRET)
-        return False
-    anchor, issuer_crt, issuer_key = generate_credentials()
-    try:
-        if api.find(ns_rt, "", NAMESPACE) is None:
-            api.create(ns_rt, "", _namespace(), validate=False, packaged=True)
-        api.create(cm_rt, NAMESPACE, {"apiVersion": "v1", "kind": "ConfigMap",
-                                      "metadata": _metadata(TRUST_ROOTS_CONFIGMAP),
-                                      "data": {TRUST_ROOTS_KEY: anchor}},
-                   validate=False, packaged=True)
-        api.create(secret_rt, NAMESPACE, {
-            "apiVersion": "v1", "kind": "Secret", "metadata": _metadata(ISSUER_SECRET),
-            "data": {ISSUER_CERT_KEY: base64.b64encode(issuer_crt.encode()).decode(),
-                     ISSUER_KEY_KEY: base64.b64encode(issuer_key.encode()).decode()}},
-                   validate=False, packaged=True)
-    except ApiError as err:  # e.g. the namespace is being deleted: the cluster still runs
-        log.error("Linkerd's identity objects were not created: %s", err.message)
-        return False
-    return True
+def identity_objects(anchor: str, issuer_crt: str, issuer_key: str) -> list[Obj]:
+    """The trust-roots ConfigMap and issuer Secret as `linkerd install` renders them."""
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(TRUST_ROOTS_CONFIGMAP),
+         "data": {TRUST_ROOTS_KEY: anchor}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(ISSUER_SECRET),
+         "data": {ISSUER_CERT_KEY: base64.b64encode(issuer_crt.encode()).decode(),
+                  ISSUER_KEY_KEY: base64.b64encode(issuer_key.encode()).decode()}}]
 
 
 class LinkerdIssuer(CertIssuer):
@@ -163,8 +122,10 @@ class LinkerdIssuer(CertIssuer):
         where = f"{NAMESPACE}/{ISSUER_SECRET}"
         if trust_roots is None or issuer is None:
             missing = TRUST_ROOTS_CONFIGMAP if trust_roots is None else ISSUER_SECRET
-            raise IdentityError(f"ConfigMap/Secret {NAMESPACE}/{missing} is missing: restart "
-                                "the cluster to have Linkerd's identity generated")
+            raise IdentityError(f"ConfigMap/Secret {NAMESPACE}/{missing} is missing: Linkerd's "
+                                "control plane is not installed (`linkerd install --crds | "
+                                "kubectl apply -f -`, then `linkerd install | kubectl apply "
+                                "-f -`)")
         bundle = str((trust_roots.get("data") or {}).get(TRUST_ROOTS_KEY) or "")
         data = issuer.get("data") or {}
         try:

@@ -366,8 +366,8 @@ def values_from_objects(config_values: Obj, trust_roots: Obj | None,
     if not pem.strip():
         raise InjectionError(
             f"ConfigMap {CONTROL_PLANE_NS}/{TRUST_ROOTS_CONFIGMAP} (key {TRUST_ROOTS_KEY}) is "
-            "missing: Linkerd's control plane is not installed (the embedded cluster creates "
-            "it at start)")
+            "missing: Linkerd's control plane is not installed (`linkerd install --crds | "
+            "kubectl apply -f -`, then `linkerd install | kubectl apply -f -`)")
     proxy = config_values.get("proxy") or {}
     return ProxyValues(
         trust_anchors_pem=pem,

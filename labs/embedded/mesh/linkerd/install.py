@@ -1,64 +1,61 @@
-"""Install Linkerd at cluster start, as `linkerd install | kubectl apply -f -` would: the
-objects of labs/manifests/linkerd-control-plane.yaml (rendered from upstream's install golden;
-its header says what differs), each created only when absent so a learner's edits survive a
-restart. linkerd-viz (`VIZ`, labs/manifests/linkerd-viz.yaml) is not: as in the docs, a learner
-installs it on demand with `linkerd viz install | kubectl apply -f -` (labs/linkerd/viz), which
-spares every cluster that does not use it a Prometheus and four twins.
+"""Linkerd's control plane as `linkerd install` renders it, and its in-process install.
 
-The trust anchor and issuer come first (identity.py `ensure_identity_objects`, called by the
-daemon before this); linkerd-config's `values.identityTrustAnchorsPEM`, which `linkerd check`
-and `linkerd inject --manual` read, is then filled in from the trust-roots ConfigMap.
+The cluster starts without Linkerd: a learner installs it with the docs' commands, whose
+`linkerd install` (labs/linkerd/install.py) prints `control_plane_objects`. Tests and benches
+that need a control plane without the CLI call `install_linkerd`, which creates the same
+objects as `linkerd install | kubectl apply -f -` would. linkerd-viz (`VIZ`,
+labs/manifests/linkerd-viz.yaml) is installed with `linkerd viz install | kubectl apply -f -`
+(labs/linkerd/viz).
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import yaml
 
 from ...apiserver.api import ObjectApi
-from ...apiserver.errors import ApiError
-from ..install import MANIFESTS, install_manifest
-from .identity import NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY
+from ..install import MANIFESTS, create_missing, manifest_objects
+from .identity import (
+    ISSUER_SECRET,
+    NAMESPACE,
+    TRUST_ROOTS_CONFIGMAP,
+    TRUST_ROOTS_KEY,
+    generate_credentials,
+    identity_objects,
+)
 from .injection import CONFIG_MAP
 
-log = logging.getLogger(__name__)
+Obj = dict[str, Any]
 CONTROL_PLANE = MANIFESTS / "linkerd-control-plane.yaml"
 VIZ = MANIFESTS / "linkerd-viz.yaml"
 
 
+def control_plane_objects(identity: list[Obj]) -> list[Obj]:
+    """labs/manifests/linkerd-control-plane.yaml with the identity objects (trust-roots
+    ConfigMap, issuer Secret) after the Namespace and their trust anchor in linkerd-config's
+    `values.identityTrustAnchorsPEM`, which `linkerd check` and `linkerd inject --manual` read."""
+    pem = (identity[0].get("data") or {}).get(TRUST_ROOTS_KEY, "")
+    documents = manifest_objects(CONTROL_PLANE)
+    for doc in documents:
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == CONFIG_MAP and pem:
+            filled = values_with_trust_anchors(doc["data"].get("values") or "", pem)
+            if filled is not None:
+                doc["data"]["values"] = filled
+    return documents[:1] + identity + documents[1:]
+
+
 def install_linkerd(api: ObjectApi) -> int:
-    """Create what is missing of Linkerd's control plane; returns how many objects."""
-    created = install_manifest(api, CONTROL_PLANE)
-    fill_trust_anchors(api)
-    return created
-
-
-def fill_trust_anchors(api: ObjectApi) -> bool:
-    """Put the trust-roots bundle into linkerd-config's values where it is still empty, as
-    `linkerd install` renders `identityTrustAnchorsPEM`; True when linkerd-config changed."""
+    """Create what is missing of the control plane, keeping the cluster's identity objects
+    when both exist (else a fresh pair); returns how many objects were created."""
     configmaps = api.registry.lookup("", "v1", "configmaps")
-    assert configmaps is not None
-    config = api.find(configmaps, NAMESPACE, CONFIG_MAP)
+    secrets = api.registry.lookup("", "v1", "secrets")
+    assert configmaps is not None and secrets is not None
     roots = api.find(configmaps, NAMESPACE, TRUST_ROOTS_CONFIGMAP)
-    pem = ((roots or {}).get("data") or {}).get(TRUST_ROOTS_KEY, "")
-    if config is None or not pem:
-        return False
-    try:
-        filled = values_with_trust_anchors((config.get("data") or {}).get("values") or "", pem)
-    except yaml.YAMLError:
-        log.error("%s/%s: `values` is not YAML; left as it is", NAMESPACE, CONFIG_MAP)
-        return False
-    if filled is None:
-        return False
-    data = {**config["data"], "values": filled}
-    try:
-        api.update(configmaps, NAMESPACE, CONFIG_MAP, {**config, "data": data},
-                   validate=False, packaged=True)
-    except ApiError as err:
-        log.error("could not fill in %s/%s: %s", NAMESPACE, CONFIG_MAP, err.message)
-        return False
-    return True
+    issuer = api.find(secrets, NAMESPACE, ISSUER_SECRET)
+    identity = ([roots, issuer] if roots is not None and issuer is not None
+                else identity_objects(*generate_credentials()))
+    return create_missing(api, control_plane_objects(identity), "linkerd install")
 
 
 def values_with_trust_anchors(values_text: str, pem: str) -> str | None:
