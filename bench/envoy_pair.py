@@ -7,6 +7,9 @@ functions that build the sidecars' listeners, so the benchmark can say what each
 fault filter of the outbound listener, the two access logs (the learner's text line and the
 telemetry JSON line), and tracing at a given sampling percentage to a Zipkin collector.
 
+`hbone_pair` is the same measurement for ambient mode's L4 hop: two Envoys in ztunnel's role
+speaking HBONE, built by the product's own builders.
+
 `timing` adds a log of Envoy's own per-request timestamps (`%COMMON_DURATION%`, Envoy's access
 log command operators, in µs) to each Envoy, which `EnvoyPair.timings` reads back: how long each
 Envoy spent on the request and on the response, and how long it waited for its upstream.
@@ -28,7 +31,25 @@ from typing import Any
 import yaml
 
 from labs.embedded.loopback import free_port
-from labs.embedded.mesh.envoy import ENVOY_FLAGS, TRACING_RUNTIME, envoy_binary
+from labs.embedded.mesh.ca import MeshCA
+from labs.embedded.mesh.envoy import (
+    ENVOY_FLAGS,
+    TRACING_RUNTIME,
+    bootstrap,
+    envoy_binary,
+    envoy_command,
+    write_bootstrap,
+    write_empty_xds,
+)
+from labs.embedded.mesh.istio.ambient.access_log import Workload, inbound_logs, outbound_logs
+from labs.embedded.mesh.istio.ambient.hbone import (
+    capture_listener,
+    connect_route,
+    hbone_cluster,
+    proxy_connect_route,
+    terminate_listener,
+)
+from labs.embedded.mesh.istio.ambient.l4_policy import route_rbac
 from labs.embedded.mesh.istio.xds.listeners import fault, router
 from labs.embedded.mesh.istio.xds.observability import (
     FILE_LOG,
@@ -38,6 +59,10 @@ from labs.embedded.mesh.istio.xds.observability import (
     stdout_access_log,
     tracing,
 )
+from labs.embedded.mesh.kube_state import spiffe_id
+from labs.embedded.mesh.listener_parts import static_cluster
+from labs.embedded.mesh.proxyfiles import EnvoyResources, ProxyFiles
+from labs.embedded.mesh.writer import XdsWriter
 
 Obj = dict[str, Any]
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -169,14 +194,7 @@ def envoy_pair(backend_port: int, features: Features = Features()) -> Iterator[E
             yield EnvoyPair(client_port, (client_admin, server_admin), (client.pid, server.pid),
                             root)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop(procs)
 
 
 def _wait_ready(admin_port: int, timeout: float = 10.0) -> None:
@@ -192,3 +210,66 @@ def _wait_ready(admin_port: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the bare Envoy with admin port {admin_port} never became ready")
         time.sleep(0.02)
+
+
+HBONE_HOST = "web.bench:9080"  # what the client's CONNECT names
+
+
+@contextlib.contextmanager
+def hbone_pair(backend_port: int) -> Iterator[EnvoyPair]:
+    """Ambient mode's L4 hop with the product's builders (labs/embedded/mesh/istio/ambient):
+    a client's `CONNECT HBONE_HOST` to the source ztunnel's capture port, HBONE (HTTP/2 CONNECT
+    over mutual TLS with the workloads' SPIFFE certificates) to the destination ztunnel, which
+    checks its (empty) L4 policy and opens the connection to `backend_port`; both log ztunnel's
+    access lines. Envoy plays ztunnel on both sides, as everywhere in the embedded mesh."""
+    with tempfile.TemporaryDirectory(prefix="hbone-pair-") as tmp:
+        root = Path(tmp)
+        ca = MeshCA.load_or_create(root / "ca")
+        src, dst = ProxyFiles(root / "src" / "xds"), ProxyFiles(root / "dst" / "xds")
+        client = Workload("client-1", "bench", spiffe_id("bench", "client"))
+        server = Workload("web-1", "bench", spiffe_id("bench", "web"), "web.bench.svc")
+        for files, who in ((src, "client"), (dst, "web")):
+            ca.write_sds(files, ca.issue("bench", who))
+            write_empty_xds(files)
+        taken: list[int] = []
+        for _ in range(4):
+            taken.append(free_port(taken))
+        capture, hbone, src_admin, dst_admin = taken
+        target = f"127.0.0.1:{backend_port}"
+        writer = XdsWriter()
+        writer.write(dst, EnvoyResources(
+            listeners=[terminate_listener("hbone", hbone, dst, [
+                connect_route(target, "app", route_rbac([], backend_port))],
+                access_log=inbound_logs(root / "dst.log", server, []))],
+            clusters=[static_cluster("app", backend_port)]))
+        writer.write(src, EnvoyResources(
+            listeners=[capture_listener("capture", capture, [{
+                "name": "web", "domains": [HBONE_HOST],
+                "routes": [proxy_connect_route("web", target, ("bench", client.name))]}],
+                outbound_logs(root / "src.log", client, server, target))],
+            clusters=[hbone_cluster("web", hbone, src, server.identity)]))
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, files, admin in (("dst", dst, dst_admin), ("src", src, src_admin)):
+                config = root / f"{name}.yaml"
+                write_bootstrap(config, bootstrap(name, name, admin, files))
+                procs.append(subprocess.Popen(envoy_command(config), stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+            for admin in (dst_admin, src_admin):
+                _wait_ready(admin)
+            server_proc, client_proc = procs
+            yield EnvoyPair(capture, (src_admin, dst_admin), (client_proc.pid, server_proc.pid),
+                            root)
+        finally:
+            _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -25,7 +25,9 @@ Prints, for a fresh cluster in a temporary state directory:
   what issue 12's target applies to) and under the course's (access log on), with a Telemetry
   resource at 100 % and with tracing and access logging off, and over mTLS under both profiles;
   each as added µs per hop, as a ratio to the bare pair (target <= 1.2x; mTLS <= +20 % over
-  plaintext) and with the CPU the Envoys and the daemon used per request;
+  plaintext) and with the CPU the Envoys and the daemon used per request; beside them ambient
+  mode's L4 hop: two Envoys in ztunnel's role speaking HBONE (bench/envoy_pair.py
+  `hbone_pair`, the product's builders), on one kept-alive tunnel;
 - added latency of authorization: p50 over mTLS with an AuthorizationPolicy on httpbin (ALLOW by
   principal and path, plus a DENY rule), then also with a RequestAuthentication and a valid JWT
   on every request, as ratios against the mTLS p50 without policy measured just before;
@@ -60,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this directory, for `common`
 
 from common import BOOKINFO_GATEWAY, Api, cluster_memory, percentile
-from envoy_pair import TIMING_SPANS, Features, envoy_pair
+from envoy_pair import HBONE_HOST, TIMING_SPANS, Features, envoy_pair, hbone_pair
 
 from labs.cluster import EmbeddedCluster, kubectl_binary
 from labs.istio_names import SIDECAR_CONTAINER
@@ -76,6 +78,7 @@ HOP_ROUNDS = 5
 HOP_PATHS = ("/get", "/status/200")
 WARM_UP = 50
 BARE = "bare pair (baseline of the ratios)"
+HBONE = "ambient L4: HBONE pair, Envoy as ztunnel"
 TIMED = "bare + Envoy's timestamps logged"
 # The mesh config's telemetry, by profile: whether `accessLogFile: /dev/stdout` is set. Istio's
 # default profile has no access log (istio/istio pkg/config/mesh/mesh.go, DefaultMeshConfig):
@@ -117,10 +120,13 @@ class Kubectl:
 
 class Http:
     """A kept-alive HTTP/1.1 connection to 127.0.0.1:`port`; `proxied` sends absolute URLs
-    (what an app does through its sidecar's outbound listener)."""
+    (what an app does through its sidecar's outbound listener); `tunnel` is first asked for
+    with `CONNECT tunnel` (what a captured pod's client does through ztunnel here)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tunnel: str | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        if tunnel:
+            self.conn.set_tunnel(tunnel)
 
     def getter(self, url: str) -> Callable[[], tuple[int, bytes]]:
         """`get(url)` as a function of no arguments, for `p50_ms`."""
@@ -405,6 +411,8 @@ def hop_latency(kubectl: Kubectl, outbound: int, daemon_pid: int, zipkin_port: i
                 if features.timing:
                     time.sleep(0.5)  # Envoy flushes its logs every 0.2 s (ENVOY_FLAGS)
                     results.timings.append(pair.timings())
+        with hbone_pair(app_port) as pair:
+            measure(HBONE, Http(pair.client_port, HBONE_HOST).getter(path), list(pair.pids))
         policy("DISABLE", "DISABLE")
         converge(lambda: client.get(headers_url), lambda b: b"X-Forwarded-Client-Cert" not in b,
                  "plaintext between the sidecars")

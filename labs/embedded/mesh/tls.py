@@ -37,12 +37,13 @@ def file_config_source(path: Path) -> Obj:
 
 
 def _common_tls_context(files: ProxyFiles, peer_sans: list[str] | None,
-                        san_type: str = "URI") -> Obj:
+                        san_type: str = "URI", alpn: list[str] | None = None) -> Obj:
     validation: Obj = {}
     if peer_sans:
         validation["match_typed_subject_alt_names"] = [
             {"san_type": san_type, "matcher": {"exact": san}} for san in peer_sans]
     return {
+        **({"alpn_protocols": alpn} if alpn else {}),
         "tls_certificate_sds_secret_configs": [
             {"name": CERT_SECRET, "sds_config": file_config_source(files.cert_sds)}],
         "combined_validation_context": {
@@ -54,22 +55,22 @@ def _common_tls_context(files: ProxyFiles, peer_sans: list[str] | None,
 
 
 def mutual_upstream(files: ProxyFiles, peer_sans: list[str], sni: str,
-                    san_type: str = "URI") -> Obj:
+                    san_type: str = "URI", alpn: list[str] | None = None) -> Obj:
     """Client side of mesh mTLS: our workload cert, the mesh root, the peer's SANs (Istio's
-    SPIFFE URIs; Linkerd's identity names, `san_type` "DNS")."""
+    SPIFFE URIs; Linkerd's identity names, `san_type` "DNS"), offering `alpn`."""
     return {"name": TLS_SOCKET, "typed_config": {
         "@type": UPSTREAM_TLS,
-        "common_tls_context": _common_tls_context(files, peer_sans, san_type),
+        "common_tls_context": _common_tls_context(files, peer_sans, san_type, alpn),
         "sni": sni,
     }}
 
 
-def mutual_downstream(files: ProxyFiles) -> Obj:
+def mutual_downstream(files: ProxyFiles, alpn: list[str] | None = None) -> Obj:
     """Server side of mesh mTLS: a client certificate signed by the mesh root is required."""
     return {"name": TLS_SOCKET, "typed_config": {
         "@type": DOWNSTREAM_TLS,
         "require_client_certificate": True,
-        "common_tls_context": _common_tls_context(files, None),
+        "common_tls_context": _common_tls_context(files, None, alpn=alpn),
     }}
 
 

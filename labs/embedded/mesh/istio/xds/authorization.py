@@ -91,12 +91,12 @@ def _header(name: str, value: str) -> Obj:
     return {"header": {"name": name, "string_match": string_match(value)}}
 
 
-def _any_of(items: list[Obj], key: str) -> Obj:
+def any_of(items: list[Obj], key: str) -> Obj:
     """One matcher when there is one; otherwise an OR (`or_rules` / `or_ids`)."""
     return items[0] if len(items) == 1 else {key: {key.replace("or_", ""): items}}
 
 
-def _peer(value: str) -> Obj:
+def peer_id(value: str) -> Obj:
     if value == "*":
         return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".+"}}}}
     if value.endswith("*"):
@@ -106,7 +106,7 @@ def _peer(value: str) -> Obj:
     return {"authenticated": {"principal_name": {"exact": SPIFFE + value}}}
 
 
-def _namespace(value: str) -> Obj:
+def namespace_id(value: str) -> Obj:
     if value == "*":
         return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/.+/.*"}}}}
     if value.endswith("*"):
@@ -165,13 +165,13 @@ def _negate(matcher: Obj, side: str) -> Obj:
 
 def _source(source: Obj) -> list[Obj]:
     ids: list[Obj] = []
-    for key, build in (("principals", _peer), ("namespaces", _namespace),
+    for key, build in (("principals", peer_id), ("namespaces", namespace_id),
                        ("requestPrincipals", _request_principal)):
         if source.get(key):
-            ids.append(_any_of([build(v) for v in source[key]], "or_ids"))
+            ids.append(any_of([build(v) for v in source[key]], "or_ids"))
         negated = "not" + key[0].upper() + key[1:]
         if source.get(negated):
-            ids.append({"not_id": _any_of([build(v) for v in source[negated]], "or_ids")})
+            ids.append({"not_id": any_of([build(v) for v in source[negated]], "or_ids")})
     return ids
 
 
@@ -195,10 +195,10 @@ def _operation(pod: Obj, operation: Obj) -> list[Obj]:
     for key, build in (("methods", methods), ("paths", paths), ("hosts", hosts),
                        ("ports", ports)):
         if operation.get(key):
-            rules.append(_any_of([build(v) for v in operation[key]], "or_rules"))
+            rules.append(any_of([build(v) for v in operation[key]], "or_rules"))
         negated = "not" + key[0].upper() + key[1:]
         if operation.get(negated):
-            rules.append({"not_rule": _any_of([build(v) for v in operation[negated]],
+            rules.append({"not_rule": any_of([build(v) for v in operation[negated]],
                                               "or_rules")})
     return rules
 
@@ -212,8 +212,8 @@ def _condition(pod: Obj, key: str) -> tuple[str, Callable[[str], Obj]] | None:
         claim = key[len("request.auth.claims["):-1]
         return "principal", lambda v: _claim(claim, v)
     plain: dict[str, tuple[str, Callable[[str], Obj]]] = {
-        "source.principal": ("principal", _peer),
-        "source.namespace": ("principal", _namespace),
+        "source.principal": ("principal", peer_id),
+        "source.namespace": ("principal", namespace_id),
         "request.auth.principal": ("principal", _request_principal),
         "destination.port": ("permission", lambda v: _port(pod, v)),
     }
@@ -225,14 +225,14 @@ def rule_policy(pod: Obj, rule: Obj) -> Obj:
     `when` condition."""
     permissions: list[Obj] = []
     principals: list[Obj] = []
-    sources = [_and(_source(f.get("source") or {}), "and_ids")
+    sources = [all_of(_source(f.get("source") or {}), "and_ids")
                for f in rule.get("from") or []]
     if sources:
-        principals.append(_any_of(sources, "or_ids"))
-    operations = [_and(_operation(pod, t.get("operation") or {}), "and_rules")
+        principals.append(any_of(sources, "or_ids"))
+    operations = [all_of(_operation(pod, t.get("operation") or {}), "and_rules")
                   for t in rule.get("to") or []]
     if operations:
-        permissions.append(_any_of(operations, "or_rules"))
+        permissions.append(any_of(operations, "or_rules"))
     for condition in rule.get("when") or []:
         found = _condition(pod, condition.get("key", ""))
         if found is None:
@@ -241,15 +241,15 @@ def rule_policy(pod: Obj, rule: Obj) -> Obj:
         target = permissions if side == "permission" else principals
         key = "or_rules" if side == "permission" else "or_ids"
         if condition.get("values"):
-            target.append(_any_of([build(v) for v in condition["values"]], key))
+            target.append(any_of([build(v) for v in condition["values"]], key))
         if condition.get("notValues"):
-            target.append(_negate(_any_of([build(v) for v in condition["notValues"]], key),
+            target.append(_negate(any_of([build(v) for v in condition["notValues"]], key),
                                   side))
-    return {"permissions": [_and(permissions, "and_rules")],
-            "principals": [_and(principals, "and_ids")]}
+    return {"permissions": [all_of(permissions, "and_rules")],
+            "principals": [all_of(principals, "and_ids")]}
 
 
-def _and(items: list[Obj], key: str) -> Obj:
+def all_of(items: list[Obj], key: str) -> Obj:
     """AND of matchers; nothing to match is `any: true`."""
     if not items:
         return {"any": True}
