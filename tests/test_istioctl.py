@@ -239,6 +239,14 @@ def test_analyze_files_and_other_namespaces(mesh: MeshNamespace, tmp_path: Path)
         result = istioctl(mesh, "analyze", "-n", f"{mesh.name}-plain")
         assert (f"Warning [IST0103] (Pod {mesh.name}-plain/bare) The pod bare is missing the "
                 "Istio proxy.") in result.stdout, result.stdout
+        # both sidecar injection and ambient (istio.io docs, ambient/usage/add-workloads)
+        mesh.cluster.kubectl("label", "namespace", f"{mesh.name}-plain",
+                             "istio.io/dataplane-mode=ambient")
+        result = istioctl(mesh, "analyze", "-n", f"{mesh.name}-plain")
+        assert (f"Warning [IST0123] (Namespace {mesh.name}-plain) The namespace has more than "
+                "one type of injection labels [istio-injection=enabled "
+                "istio.io/dataplane-mode=ambient], which may lead to undefined behavior. Make "
+                "sure only one injection label exists.") in result.stdout, result.stdout
     finally:
         mesh.cluster.kubectl("delete", "namespace", f"{mesh.name}-plain", "--wait=false")
 

@@ -257,13 +257,22 @@ def _unused(vs: Obj, rule: str, reason: str, snapshot: Snapshot) -> Message:
 
 
 def injection(snapshot: Snapshot) -> Iterator[Message]:
-    """IST0102 for namespaces without an injection label and IST0103 for pods of injected
-    namespaces without a proxy (injection/injection.go)."""
+    """IST0123 for namespaces with more than one kind of injection label, IST0102 for
+    namespaces without one and IST0103 for pods of injected namespaces without a proxy
+    (injection/injection.go)."""
     injected = set()
     for namespace in snapshot.objects["Namespace"]:
         name = namespace["metadata"]["name"]
         labels = namespace["metadata"].get("labels") or {}
-        if name == "istio-system" or labels.get("istio.io/dataplane-mode") == "ambient":
+        if name == "istio-system":
+            continue
+        found = injection_labels(labels)
+        if len(found) > 1:
+            yield _message("Warning", "IST0123", namespace, "The namespace has more than one "
+                           f"type of injection labels [{' '.join(found)}], which may lead to "
+                           "undefined behavior. Make sure only one injection label exists.",
+                           snapshot)
+        if labels.get("istio.io/dataplane-mode") == "ambient":
             continue
         label = labels.get("istio-injection", "")
         if not label and "istio.io/rev" not in labels:
@@ -288,6 +297,17 @@ def injection(snapshot: Snapshot) -> Iterator[Message]:
             yield _message("Warning", "IST0103", pod, f"The pod {meta['name']} is missing the "
                            "Istio proxy. This can often be resolved by restarting or "
                            "redeploying the workload.", snapshot)
+
+
+def injection_labels(labels: dict[str, str]) -> list[str]:
+    """The namespace's injection labels as upstream lists them: `istio-injection`, then
+    `istio.io/rev` and `istio.io/dataplane-mode` unless `istio-injection` is set to something
+    other than `enabled` (which opts the namespace out)."""
+    legacy = labels.get("istio-injection")
+    found = [] if legacy is None else [f"istio-injection={legacy}"]
+    found += [f"{key}={labels[key]}" for key in ("istio.io/rev", "istio.io/dataplane-mode")
+              if key in labels and legacy in (None, "enabled")]
+    return found
 
 
 def port_names(snapshot: Snapshot) -> Iterator[Message]:
