@@ -84,8 +84,8 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def with_last_applied(obj: Obj) -> Obj:
-    """`obj` annotated as `kubectl apply` leaves what it created (its configuration as compact
-    JSON with sorted keys, as kubectl's encoder writes it, without status or this annotation),
+    """`obj` annotated as `kubectl apply` leaves what it created (its configuration in
+    kubectl's JSON, `go_json`, without status or this annotation),
     so a later `kubectl apply` of the same manifest reports it unchanged instead of warning that
     the annotation is missing. For what the cluster installs as if applied."""
     applied = {k: v for k, v in obj.items() if k != "status"}
@@ -95,7 +95,19 @@ def with_last_applied(obj: Obj) -> Obj:
     if not annotations:
         del applied["metadata"]["annotations"]
     return {**obj, "metadata": {**obj.get("metadata", {}), "annotations": {
-        **annotations, LAST_APPLIED: json_dump(applied) + "\n"}}}
+        **annotations, LAST_APPLIED: go_json(applied) + "\n"}}}
+
+
+GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                            "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def go_json(value: Any) -> str:
+    """Compact JSON byte for byte as Go's encoding/json writes it (sorted keys, UTF-8 kept, the
+    HTML characters and line separators escaped): kubectl compares its last-applied annotation
+    as a string, so any other spelling reads to it as a change."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).translate(GO_ESCAPES)
 
 
 def meta(obj: Obj) -> Obj:
