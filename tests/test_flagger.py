@@ -64,8 +64,8 @@ def mesh(cluster: ClusterRef) -> Iterator[MeshNamespace]:
 
 
 def canary_yaml(namespace: str, *, threshold: int, loads: tuple[str, ...] = ("/",),
-                gate: str | None = None, builtin: bool = True) -> str:
-    """The tutorial's Canary (stepWeight 20 up to 40 to keep it short), its builtin metrics
+                gate: str | None = None, builtin: bool = True, step_weight: int = 20) -> str:
+    """The tutorial's Canary (`step_weight` 20 up to 40 to keep it short), its builtin metrics
     (unless `builtin` is False) and MetricTemplate metric, and a `hey` load-test webhook per
     path of `loads` on podinfo-canary."""
     tester = f"http://flagger-loadtester.{namespace}/"
@@ -85,7 +85,8 @@ def canary_yaml(namespace: str, *, threshold: int, loads: tuple[str, ...] = ("/"
             "progressDeadlineSeconds": 60,
             "service": {"port": 9898, "targetPort": 9898},
             "analysis": {
-                "interval": "10s", "threshold": threshold, "maxWeight": 40, "stepWeight": 20,
+                "interval": "10s", "threshold": threshold, "maxWeight": 40,
+                "stepWeight": step_weight,
                 "metrics": [
                     {"name": "request-success-rate", "thresholdRange": {"min": 99},
                      "interval": "1m"},
@@ -431,9 +432,12 @@ def test_closed_gate_halts_until_approved(mesh: MeshNamespace) -> None:
         canary_events(kubectl)
     assert get(kubectl, "deployment", TARGET)["spec"]["replicas"] == 0
     assert weights(kubectl) == (100, 0)
-    # (only the MetricTemplate: the faulty test's 500s still fill the builtin's 1m window)
+    # (only the MetricTemplate: the faulty test's 500s still fill the builtin's 1m window).
+    # Steps of 5 give the analysis 8 ticks before promotion: until the new canary pod is Ready
+    # no 404 reaches it, while the faulty test's 500s still fill the template's 1m window, so
+    # the first ticks read 0 % and pass (a CI run promoted after 3 ticks of 20).
     mesh.apply(canary_yaml(mesh.name, threshold=30, gate="approve", loads=("/status/404",),
-                           builtin=False))
+                           builtin=False, step_weight=5))
     wait_phase(kubectl, "Progressing", timeout=60)
     assert subsequence(["Confirm-rollout check gate passed",
                         f"New revision detected! Scaling up {key}"], messages(kubectl))
