@@ -28,15 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from labs.embedded.loopback import free_port
 from labs.embedded.mesh.ca import MeshCA
 from labs.embedded.mesh.envoy import (
-    ENVOY_FLAGS,
     TRACING_RUNTIME,
     bootstrap,
-    envoy_binary,
     envoy_command,
     write_bootstrap,
     write_empty_xds,
@@ -177,24 +173,13 @@ def envoy_pair(backend_port: int, features: Features = Features()) -> Iterator[E
         for _ in range(4):  # server listener, server admin, client listener, client admin
             taken.append(free_port(taken))
         server_port, server_admin, client_port, client_admin = taken
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            for name, listen, admin, upstream in (
-                    ("server", server_port, server_admin, backend_port),
-                    ("client", client_port, client_admin, server_port)):
-                config = root / f"{name}.yaml"
-                config.write_text(yaml.safe_dump(
-                    _bootstrap(name, listen, admin, upstream, features, root)))
-                procs.append(subprocess.Popen(
-                    [str(envoy_binary()), "-c", str(config), *ENVOY_FLAGS],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            for admin in (server_admin, client_admin):
-                _wait_ready(admin)
-            server, client = procs
+        with _running(root, {
+                "server": (_bootstrap("server", server_port, server_admin, backend_port,
+                                      features, root), server_admin),
+                "client": (_bootstrap("client", client_port, client_admin, server_port,
+                                      features, root), client_admin)}) as (server, client):
             yield EnvoyPair(client_port, (client_admin, server_admin), (client.pid, server.pid),
                             root)
-        finally:
-            _stop(procs)
 
 
 def _wait_ready(admin_port: int, timeout: float = 10.0) -> None:
@@ -248,28 +233,33 @@ def hbone_pair(backend_port: int) -> Iterator[EnvoyPair]:
                 "routes": [proxy_connect_route("web", target, ("bench", client.name))]}],
                 outbound_logs(root / "src.log", client, server, target))],
             clusters=[hbone_cluster("web", hbone, src, server.identity)]))
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            for name, files, admin in (("dst", dst, dst_admin), ("src", src, src_admin)):
-                config = root / f"{name}.yaml"
-                write_bootstrap(config, bootstrap(name, name, admin, files))
-                procs.append(subprocess.Popen(envoy_command(config), stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
-            for admin in (dst_admin, src_admin):
-                _wait_ready(admin)
-            server_proc, client_proc = procs
-            yield EnvoyPair(capture, (src_admin, dst_admin), (client_proc.pid, server_proc.pid),
-                            root)
-        finally:
-            _stop(procs)
+        with _running(root, {
+                "dst": (bootstrap("dst", "dst", dst_admin, dst), dst_admin),
+                "src": (bootstrap("src", "src", src_admin, src), src_admin)}) as (server, client):
+            yield EnvoyPair(capture, (src_admin, dst_admin), (client.pid, server.pid), root)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextlib.contextmanager
+def _running(root: Path, envoys: dict[str, tuple[Obj, int]]
+             ) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Run one Envoy per name (its bootstrap, its admin port) with the mesh's flags, each ready
+    (admin `/ready`) before this yields; stop them all on exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, (config, _) in envoys.items():
+            path = root / f"{name}.yaml"
+            write_bootstrap(path, config)
+            procs.append(subprocess.Popen(envoy_command(path), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        for _, admin in envoys.values():
+            _wait_ready(admin)
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
